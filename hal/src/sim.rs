@@ -1,0 +1,1 @@
+//! The simulated implementation of the HAL (in progress).
