@@ -56,3 +56,7 @@ pub const CHUNKS_MAX: usize = if cfg!(test) { 8 } else { 16 * 1024 };
 
 /// Bytes of a log line; longer lines are cut.
 pub const LOG_LINE_BYTES_MAX: usize = 512;
+
+/// Bytes of one line in a chunked body: the chunk-size line with its
+/// extensions, or one trailer field line (RFC 9112 §7.1).
+pub const HTTP_CHUNK_LINE_BYTES_MAX: usize = 1024;
