@@ -60,3 +60,7 @@ pub const LOG_LINE_BYTES_MAX: usize = 512;
 /// Bytes of one line in a chunked body: the chunk-size line with its
 /// extensions, or one trailer field line (RFC 9112 §7.1).
 pub const HTTP_CHUNK_LINE_BYTES_MAX: usize = 1024;
+
+/// On-demand multicast channels allocated when on-demand is on (each holds a
+/// ring of `on_demand_ring_size` bytes).
+pub const ON_DEMAND_CHANNELS_DEFAULT: usize = if cfg!(test) { 2 } else { 4 };

@@ -1,1 +1,255 @@
-fn main() {}
+//! The `ringcast` daemon: parses the command line and config file, allocates
+//! every ring, table and worker once, and runs the single-threaded event loop
+//! (the HAL's fixed executor on the Linux epoll reactor) until SIGTERM or
+//! SIGINT.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use ringcast::alloc_count::CountingAllocator;
+use ringcast::config::{self, Command, Config, SendMode, Source};
+use ringcast::node::{self, ChannelSetup, Node, Settings};
+use ringcast::{limits, log_sink};
+use ringcast_hal::exec::Executor;
+use ringcast_hal::linux::{self, LinuxClock, LinuxNet, Reactor};
+use ringcast_hal::{MulticastInterface, Net as _};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Ring size of the demo channel.
+const DEMO_RING_BYTES: usize = 8 * 1024 * 1024;
+/// Kernel send buffer per reader.
+const READER_SEND_BUFFER_BYTES: usize = 256 * 1024;
+
+fn main() -> ExitCode {
+    match config::parse_args(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{}", config::HELP);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("ringcast {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(config)) => run(config),
+        Err(error) => {
+            eprintln!("ringcast: {error}\nTry 'ringcast --help'.");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Where the demo file may be: beside the sources (cargo run), in the current
+/// directory, or where packages install it. Only the path is in the binary.
+fn find_demo() -> Option<PathBuf> {
+    let candidates = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo.ts"),
+        "assets/demo.ts",
+        "/usr/share/ringcast/demo.ts",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
+    if config.demo {
+        let path = find_demo().ok_or(
+            "no channel is configured and the demo file assets/demo.ts was not found; \
+             add one with --channel NAME=URL (see --help)",
+        )?;
+        return Ok(vec![ChannelSetup {
+            name: "demo".into(),
+            source: Source::File {
+                path,
+                bitrate_bps: None,
+            },
+            ring_bytes: DEMO_RING_BYTES,
+        }]);
+    }
+    Ok(config
+        .channels
+        .iter()
+        .map(|channel| ChannelSetup {
+            name: channel.name.clone(),
+            source: channel.source.clone(),
+            ring_bytes: channel.ring_bytes.unwrap_or(config.ring_bytes),
+        })
+        .collect())
+}
+
+fn settings(config: &Config, net: &LinuxNet) -> Settings {
+    let multicast_interface = match &config.multicast_interface {
+        None => MulticastInterface::Any,
+        Some(name) => match net.interface_index(name) {
+            Ok(index) => MulticastInterface::Index(index),
+            Err(error) => {
+                log::warn!("--multicast-if {name}: {error}; letting the kernel choose");
+                MulticastInterface::Any
+            }
+        },
+    };
+    Settings {
+        readers_max: config.readers_max,
+        flush_ms: u64::from(config.flush_ms),
+        stall_timeout_ms: u64::from(config.stall_timeout_s) * 1000,
+        header_timeout_ms: u64::from(config.header_timeout_s) * 1000,
+        gap_timeout_ms: u64::from(config.gap_timeout_s) * 1000,
+        linger_ms: u64::from(config.linger_s) * 1000,
+        rejoin_interval_ms: u64::from(config.rejoin_interval_s) * 1000,
+        multicast_interface,
+        on_demand_channels: if config.on_demand {
+            limits::ON_DEMAND_CHANNELS_DEFAULT
+        } else {
+            0
+        },
+        on_demand_ring_bytes: config.on_demand_ring_bytes,
+        reader_send_buffer_bytes: READER_SEND_BUFFER_BYTES,
+    }
+}
+
+/// Standard input as a non-blocking stream, if a channel reads it.
+fn stdin_stream(reactor: &Reactor, wanted: bool) -> Result<Option<linux::Stream>, String> {
+    if !wanted {
+        return Ok(None);
+    }
+    // SAFETY: fd 0 is open for the life of the process; we duplicate it.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let fd =
+        rustix::io::fcntl_dupfd_cloexec(stdin, 3).map_err(|e| format!("standard input: {e}"))?;
+    rustix::io::ioctl_fionbio(&fd, true).map_err(|e| format!("standard input: {e}"))?;
+    linux::Stream::from_fd(reactor, fd)
+        .map(Some)
+        .map_err(|e| format!("standard input: {e}"))
+}
+
+/// The first non-loopback IPv4 address of this box, for printing URLs.
+fn lan_address() -> Option<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut last = None;
+    for line in table.lines() {
+        if let Some(address) = line.trim().strip_prefix("|-- ") {
+            last = address.parse::<std::net::Ipv4Addr>().ok();
+        } else if line.contains("/32 host LOCAL") {
+            if let Some(address) = last.filter(|a| !a.is_loopback()) {
+                return Some(address);
+            }
+        }
+    }
+    None
+}
+
+fn announce<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static>(node: &Node<N, C>) {
+    let listen = node.listen_address;
+    log::info!("listening on http://{listen}/");
+    let host = if listen.ip().is_unspecified() {
+        lan_address().map_or_else(|| "127.0.0.1".to_string(), |a| a.to_string())
+    } else {
+        listen.ip().to_string()
+    };
+    for channel in node.channels[..node.static_channels].iter() {
+        log::info!(
+            "channel {} from {}: open http://{host}:{}/channel/{}.ts in VLC",
+            channel.name.borrow(),
+            channel.source.borrow(),
+            listen.port(),
+            channel.name.borrow()
+        );
+    }
+    log::info!(
+        "playlist: http://{host}:{}/playlist.m3u, status: http://{host}:{}/",
+        listen.port(),
+        listen.port()
+    );
+}
+
+/// Makes SIGTERM and SIGINT write a byte to a pipe the loop watches.
+fn signal_pipe(reactor: &Reactor) -> Result<linux::Registration, String> {
+    let (read_end, write_end) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(|e| format!("signal pipe: {e}"))?;
+    let write_fd = write_end.as_raw_fd();
+    std::mem::forget::<OwnedFd>(write_end);
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        // SAFETY: the handler only calls write(2), which is async-signal-safe,
+        // on an fd that stays open for the life of the process.
+        let registered = unsafe {
+            signal_hook_registry::register(signal.as_raw(), move || {
+                let fd = BorrowedFd::borrow_raw(write_fd);
+                let _ = rustix::io::write(fd, &[1]);
+            })
+        };
+        registered.map_err(|e| format!("signal handler: {e}"))?;
+    }
+    reactor
+        .register(read_end)
+        .map_err(|e| format!("signal pipe: {e}"))
+}
+
+fn run(config: Config) -> ExitCode {
+    log_sink::install(config.log_level);
+    for adjustment in &config.adjustments {
+        log::warn!("{adjustment}");
+    }
+    match start(&config) {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: &Config) -> Result<(), String> {
+    let setups = channel_setups(config)?;
+    let wants_stdin = setups.iter().any(|s| matches!(s.source, Source::Stdin));
+    let io_max = node::CONTROL_WORKERS
+        + config.readers_max
+        + 4 * (setups.len() + limits::ON_DEMAND_CHANNELS_MAX)
+        + 16;
+    let reactor = Reactor::new(io_max, io_max).map_err(|e| format!("event loop: {e}"))?;
+    let send_mode = match config.send_mode {
+        SendMode::Sendfile => linux::SendMode::Sendfile,
+        SendMode::Copy => linux::SendMode::Copy,
+    };
+    let net = LinuxNet::new(reactor.clone(), send_mode);
+    let stdin = stdin_stream(&reactor, wants_stdin)?;
+    let settings = settings(config, &net);
+    let clock = LinuxClock::new(reactor.clone());
+    let seed = u64::from(std::process::id()) << 32 | reactor.now_ms();
+    let node = Node::new(net, clock, settings, config.listen, setups, stdin, seed)
+        .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
+    let node = Rc::new(node);
+    let signals = signal_pipe(&reactor)?;
+    let mut executor = Executor::new(node.task_count());
+    node::spawn_all(&node, &mut executor);
+    announce(&node);
+    event_loop(&reactor, &mut executor, &signals)
+}
+
+fn event_loop(
+    reactor: &Reactor,
+    executor: &mut Executor,
+    signals: &linux::Registration,
+) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    loop {
+        executor.run_ready();
+        if let Ok(1) = signals.read(&mut byte) {
+            log::info!("signal received; shutting down");
+            return Ok(());
+        }
+        let timeout_ms = if executor.has_ready() { Some(0) } else { None };
+        reactor
+            .wait(timeout_ms)
+            .map_err(|e| format!("event loop: {e}"))?;
+    }
+}

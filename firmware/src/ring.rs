@@ -182,7 +182,10 @@ impl<R: Region> Ring<R> {
 
     /// Appends whole TS packets. The writer never waits: old chunks are dropped.
     pub fn append(&mut self, mut packets: &[u8]) {
-        assert!(packets.len() % TS_PACKET_BYTES == 0, "append takes whole packets");
+        assert!(
+            packets.len() % TS_PACKET_BYTES == 0,
+            "append takes whole packets"
+        );
         while !packets.is_empty() {
             let open = *self.chunk_ref(self.open_seq);
             let room = CHUNK_BYTES - open.length_bytes as usize;
@@ -236,6 +239,13 @@ impl<R: Region> Ring<R> {
         while self.oldest_seq < self.open_seq && self.chunk_ref(self.oldest_seq).start < lowest {
             self.oldest_seq += 1;
         }
+    }
+
+    /// Forgets everything written so far (a new source took over the ring):
+    /// new readers start at the head, and cursors from before are lapped.
+    pub fn restart(&mut self) {
+        self.close_chunk(ChunkFlags::DISCONTINUITY);
+        self.oldest_seq = self.open_seq;
     }
 
     /// Where a new reader starts: the start of the newest chunk with data.
@@ -368,7 +378,10 @@ mod tests {
         assert_eq!(&got[20 * TS_PACKET_BYTES..], &more[..]);
         assert!(matches!(
             ring.readable(cursor, usize::MAX),
-            Readable::Data { second: Some(_), .. }
+            Readable::Data {
+                second: Some(_),
+                ..
+            }
         ));
     }
 
@@ -395,7 +408,9 @@ mod tests {
         assert_eq!(ring.open_seq(), slots * 3);
         assert!(ring.open_seq() - ring.oldest_seq() < slots);
         assert_eq!(ring.chunk(0), None);
-        let newest = ring.chunk(ring.open_seq() - 1).expect("newest sealed chunk");
+        let newest = ring
+            .chunk(ring.open_seq() - 1)
+            .expect("newest sealed chunk");
         assert!(newest.flags.contains(ChunkFlags::KEYFRAME));
         assert_eq!(newest.length_bytes as usize, TS_PACKET_BYTES);
     }
@@ -409,6 +424,19 @@ mod tests {
         let open = ring.chunk(0).expect("open chunk");
         assert!(open.flags.contains(ChunkFlags::DISCONTINUITY));
         assert!(open.flags.contains(ChunkFlags::KEYFRAME));
+    }
+
+    #[test]
+    fn restart_hides_old_data() {
+        let mut ring = ring(4);
+        let old = ring.live_start();
+        ring.append(&packets(3, 0));
+        ring.restart();
+        assert_eq!(ring.readable(old, usize::MAX), Readable::Lapped);
+        let fresh = ring.live_start();
+        assert_eq!(fresh.position, ring.head());
+        ring.append(&packets(1, 9));
+        assert_eq!(collect(&ring, fresh), packets(1, 9));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub enum ErrorKind {
     Other,
 }
 
+pub mod exec;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod sim;

@@ -1,18 +1,26 @@
-//! The Linux implementation of the HAL: rustix sockets registered with smol's
-//! reactor (`async-io`), ring memory in a memfd so that fan-out can use
-//! `sendfile`, and the monotonic clock.
+//! The Linux implementation of the HAL: rustix sockets on a small epoll
+//! reactor, ring memory in a memfd so that fan-out can use `sendfile`, and a
+//! monotonic clock whose timers live in the same reactor.
 //!
-//! Every socket is created non-blocking. Readiness comes from
-//! `Async<OwnedFd>::readable`/`writable`; the calls themselves go straight to
-//! rustix so that no `std::io` adapter sits on the hot path.
+//! The reactor is edge-triggered and fixed-size: a registration table and a
+//! timer table sized once at start-up, a preallocated event buffer, and wakers
+//! stored in place. Registering a socket, waiting, and waking never allocate,
+//! which `async-io` cannot promise (it builds a `Vec` of wakers on every turn).
+//! Each registration remembers whether its fd may be readable or writable; a
+//! syscall that returns `EAGAIN` clears the flag and the next readiness future
+//! waits for the kernel's edge.
 
+use core::cell::RefCell;
 use core::future::Future;
 use core::net::{Ipv4Addr, SocketAddr};
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Instant;
 
-use async_io::{Async, Timer};
+use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{self as rnet, sockopt, AddressFamily, SocketFlags, SocketType};
 
@@ -57,9 +65,7 @@ fn kind_of(errno: Errno) -> ErrorKind {
         Errno::PIPE => ErrorKind::BrokenPipe,
         Errno::NOTCONN => ErrorKind::NotConnected,
         Errno::ADDRINUSE => ErrorKind::AddrInUse,
-        Errno::ADDRNOTAVAIL | Errno::NETUNREACH | Errno::HOSTUNREACH => {
-            ErrorKind::AddrNotAvailable
-        }
+        Errno::ADDRNOTAVAIL | Errno::NETUNREACH | Errno::HOSTUNREACH => ErrorKind::AddrNotAvailable,
         Errno::TIMEDOUT => ErrorKind::TimedOut,
         Errno::NOENT | Errno::NODEV => ErrorKind::NotFound,
         Errno::ACCESS | Errno::PERM => ErrorKind::PermissionDenied,
@@ -126,30 +132,350 @@ impl crate::Region for MemfdRegion {
     }
 }
 
+/// Events taken from the kernel per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 256;
+const READ: usize = 0;
+const WRITE: usize = 1;
+
+#[derive(Default)]
+struct IoSlot {
+    in_use: bool,
+    ready: [bool; 2],
+    wakers: [Option<Waker>; 2],
+}
+
+#[derive(Default)]
+struct TimerSlot {
+    in_use: bool,
+    deadline_ms: u64,
+    waker: Option<Waker>,
+}
+
+struct ReactorInner {
+    epoll: OwnedFd,
+    io: RefCell<Box<[IoSlot]>>,
+    timers: RefCell<Box<[TimerSlot]>>,
+    events: RefCell<Vec<epoll::Event>>,
+    start: Instant,
+}
+
+/// The epoll reactor. Cloning is cheap (a reference count) and never allocates.
+#[derive(Clone)]
+pub struct Reactor {
+    inner: Rc<ReactorInner>,
+}
+
+/// Returned when the registration or timer table is full.
+#[derive(Debug)]
+pub struct TableFull;
+
+impl Reactor {
+    /// Makes a reactor for at most `io_max` registered fds and `timers_max`
+    /// pending sleeps. Call once at start-up.
+    pub fn new(io_max: usize, timers_max: usize) -> Result<Self> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        Ok(Self {
+            inner: Rc::new(ReactorInner {
+                epoll,
+                io: RefCell::new((0..io_max).map(|_| IoSlot::default()).collect()),
+                timers: RefCell::new((0..timers_max).map(|_| TimerSlot::default()).collect()),
+                events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
+                start: Instant::now(),
+            }),
+        })
+    }
+
+    /// Milliseconds since the reactor was made.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.start.elapsed().as_millis() as u64
+    }
+
+    /// Registers an fd for edge-triggered readiness. A regular file (which
+    /// epoll refuses) is registered as always ready.
+    pub fn register(&self, fd: OwnedFd) -> Result<Registration> {
+        let slot = {
+            let mut io = self.inner.io.borrow_mut();
+            let slot = io
+                .iter()
+                .position(|s| !s.in_use)
+                .ok_or(Error(Errno::MFILE))?;
+            io[slot] = IoSlot {
+                in_use: true,
+                ready: [true, true],
+                wakers: [None, None],
+            };
+            slot
+        };
+        let flags = epoll::EventFlags::IN
+            | epoll::EventFlags::OUT
+            | epoll::EventFlags::RDHUP
+            | epoll::EventFlags::ET;
+        let data = epoll::EventData::new_u64(slot as u64);
+        let polled = match epoll::add(&self.inner.epoll, &fd, data, flags) {
+            Ok(()) => true,
+            Err(Errno::PERM) => false,
+            Err(errno) => {
+                self.inner.io.borrow_mut()[slot].in_use = false;
+                return Err(errno.into());
+            }
+        };
+        Ok(Registration {
+            reactor: self.clone(),
+            slot,
+            polled,
+            fd,
+        })
+    }
+
+    fn poll_ready(&self, slot: usize, direction: usize, context: &mut Context<'_>) -> Poll<()> {
+        let mut io = self.inner.io.borrow_mut();
+        let entry = &mut io[slot];
+        if entry.ready[direction] {
+            return Poll::Ready(());
+        }
+        match &mut entry.wakers[direction] {
+            Some(waker) if waker.will_wake(context.waker()) => {}
+            stored => *stored = Some(context.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn clear_ready(&self, slot: usize, direction: usize) {
+        self.inner.io.borrow_mut()[slot].ready[direction] = false;
+    }
+
+    fn claim_timer(&self, deadline_ms: u64) -> usize {
+        let mut timers = self.inner.timers.borrow_mut();
+        let slot = timers.iter().position(|t| !t.in_use);
+        // A sleep per task at most: the table is sized to the task count.
+        let slot = slot.expect("timer table sized below the number of sleeping tasks");
+        timers[slot] = TimerSlot {
+            in_use: true,
+            deadline_ms,
+            waker: None,
+        };
+        slot
+    }
+
+    fn release_timer(&self, slot: usize) {
+        let mut timers = self.inner.timers.borrow_mut();
+        timers[slot].in_use = false;
+        timers[slot].waker = None;
+    }
+
+    /// The earliest pending timer deadline.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let timers = self.inner.timers.borrow();
+        timers
+            .iter()
+            .filter(|t| t.in_use && t.waker.is_some())
+            .map(|t| t.deadline_ms)
+            .min()
+    }
+
+    /// Waits for I/O events or the next timer, at most `timeout_ms`, then wakes
+    /// every task whose fd became ready or whose deadline passed.
+    pub fn wait(&self, timeout_ms: Option<u64>) -> Result<()> {
+        let now = self.now_ms();
+        let timer_wait = self.next_deadline_ms().map(|d| d.saturating_sub(now));
+        let wait_ms = match (timer_wait, timeout_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timespec = wait_ms.map(|ms| rustix::event::Timespec {
+            tv_sec: (ms / 1000) as _,
+            tv_nsec: ((ms % 1000) * 1_000_000) as _,
+        });
+        let mut events = self.inner.events.borrow_mut();
+        events.clear();
+        match epoll::wait(
+            &self.inner.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            timespec.as_ref(),
+        ) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+        self.dispatch(&events);
+        drop(events);
+        self.fire_timers(self.now_ms());
+        Ok(())
+    }
+
+    fn dispatch(&self, events: &[epoll::Event]) {
+        let mut io = self.inner.io.borrow_mut();
+        for event in events {
+            let slot = event.data.u64() as usize;
+            let Some(entry) = io.get_mut(slot).filter(|e| e.in_use) else {
+                continue;
+            };
+            let flags = event.flags;
+            let broken = flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+            if broken || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP) {
+                entry.ready[READ] = true;
+                if let Some(waker) = entry.wakers[READ].take() {
+                    waker.wake();
+                }
+            }
+            if broken || flags.contains(epoll::EventFlags::OUT) {
+                entry.ready[WRITE] = true;
+                if let Some(waker) = entry.wakers[WRITE].take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&self, now_ms: u64) {
+        let mut timers = self.inner.timers.borrow_mut();
+        for timer in timers
+            .iter_mut()
+            .filter(|t| t.in_use && t.deadline_ms <= now_ms)
+        {
+            if let Some(waker) = timer.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// A future that resolves at `deadline_ms` on this reactor's clock.
+    pub fn sleep_until(&self, deadline_ms: u64) -> Sleep {
+        Sleep {
+            reactor: self.clone(),
+            deadline_ms,
+            slot: None,
+        }
+    }
+}
+
+/// A pending sleep; holds a timer slot while it waits.
+pub struct Sleep {
+    reactor: Reactor,
+    deadline_ms: u64,
+    slot: Option<usize>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.reactor.now_ms() >= this.deadline_ms {
+            if let Some(slot) = this.slot.take() {
+                this.reactor.release_timer(slot);
+            }
+            return Poll::Ready(());
+        }
+        let slot = *this
+            .slot
+            .get_or_insert_with(|| this.reactor.claim_timer(this.deadline_ms));
+        let mut timers = this.reactor.inner.timers.borrow_mut();
+        match &mut timers[slot].waker {
+            Some(waker) if waker.will_wake(context.waker()) => {}
+            stored => *stored = Some(context.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.reactor.release_timer(slot);
+        }
+    }
+}
+
+/// An fd registered with the reactor.
+pub struct Registration {
+    reactor: Reactor,
+    slot: usize,
+    polled: bool,
+    fd: OwnedFd,
+}
+
+impl Registration {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Runs a non-blocking syscall; on `EAGAIN` forgets the readiness so the
+    /// next readiness future waits for the kernel.
+    fn attempt<T>(
+        &self,
+        direction: usize,
+        call: impl FnOnce(BorrowedFd<'_>) -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        let result = call(self.fd.as_fd());
+        if let Err(Errno::AGAIN) = result {
+            if self.polled {
+                self.reactor.clear_ready(self.slot, direction);
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Resolves when the fd may be readable.
+    pub fn readable(&self) -> Ready<'_> {
+        Ready {
+            registration: self,
+            direction: READ,
+        }
+    }
+
+    /// Resolves when the fd may be writable.
+    pub fn writable(&self) -> Ready<'_> {
+        Ready {
+            registration: self,
+            direction: WRITE,
+        }
+    }
+
+    /// Reads with the readiness bookkeeping.
+    pub fn read(&self, buffer: &mut [u8]) -> Result<usize> {
+        self.attempt(READ, |fd| rustix::io::read(fd, buffer))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.polled {
+            let _ = epoll::delete(&self.reactor.inner.epoll, &self.fd);
+        }
+        let mut io = self.reactor.inner.io.borrow_mut();
+        io[self.slot] = IoSlot::default();
+    }
+}
+
+/// A readiness future of a [`Registration`].
+pub struct Ready<'a> {
+    registration: &'a Registration,
+    direction: usize,
+}
+
+impl Future for Ready<'_> {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<()>> {
+        let registration = self.registration;
+        registration
+            .reactor
+            .poll_ready(registration.slot, self.direction, context)
+            .map(Ok)
+    }
+}
+
 /// How fan-out hands ring bytes to a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendMode {
     /// `sendfile` from the memfd: the kernel references the ring pages.
     Sendfile,
-    /// `writev` from the mapping: the kernel copies the bytes.
+    /// `send` from the mapping: the kernel copies the bytes.
     Copy,
 }
 
 /// A non-blocking TCP stream.
 pub struct Stream {
-    io: Async<OwnedFd>,
-    region_fd: Option<i32>,
+    io: Registration,
     mode: SendMode,
-}
-
-impl Stream {
-    fn new(fd: OwnedFd, mode: SendMode) -> Result<Self> {
-        Ok(Self {
-            io: Async::new(fd)?,
-            region_fd: None,
-            mode,
-        })
-    }
 }
 
 fn socket_address(any: Option<rnet::SocketAddrAny>) -> Result<SocketAddr> {
@@ -162,62 +488,57 @@ impl crate::TcpStream for Stream {
     type Region = MemfdRegion;
 
     fn read(&mut self, buffer: &mut [u8]) -> Result<usize> {
-        Ok(rustix::io::read(self.io.get_ref(), buffer)?)
+        self.io.read(buffer)
     }
 
     fn write(&mut self, buffer: &[u8]) -> Result<usize> {
-        Ok(rnet::send(self.io.get_ref(), buffer, rnet::SendFlags::NOSIGNAL)?)
+        self.io.attempt(WRITE, |fd| {
+            rnet::send(fd, buffer, rnet::SendFlags::NOSIGNAL)
+        })
     }
 
     fn write_vectored(&mut self, buffers: &[IoSlice<'_>]) -> Result<usize> {
-        Ok(rustix::io::writev(self.io.get_ref(), buffers)?)
+        self.io.attempt(WRITE, |fd| rustix::io::writev(fd, buffers))
     }
 
     fn send_region(&mut self, region: &MemfdRegion, offset: usize, length: usize) -> Result<usize> {
-        let _ = self.region_fd;
         match self.mode {
-            SendMode::Sendfile => {
+            SendMode::Sendfile => self.io.attempt(WRITE, |fd| {
                 let mut file_offset = offset as u64;
-                Ok(rustix::fs::sendfile(
-                    self.io.get_ref(),
-                    &region.fd,
-                    Some(&mut file_offset),
-                    length,
-                )?)
-            }
+                rustix::fs::sendfile(fd, &region.fd, Some(&mut file_offset), length)
+            }),
             SendMode::Copy => {
                 let bytes = &crate::Region::as_slice(region)[offset..offset + length];
-                Ok(rnet::send(self.io.get_ref(), bytes, rnet::SendFlags::NOSIGNAL)?)
+                self.io
+                    .attempt(WRITE, |fd| rnet::send(fd, bytes, rnet::SendFlags::NOSIGNAL))
             }
         }
     }
 
     fn set_send_buffer_bytes(&mut self, bytes: usize) -> Result<()> {
-        Ok(sockopt::set_socket_send_buffer_size(self.io.get_ref(), bytes)?)
+        Ok(sockopt::set_socket_send_buffer_size(self.io.fd(), bytes)?)
     }
 
     fn peer_addr(&self) -> Result<SocketAddr> {
-        socket_address(rnet::getpeername(self.io.get_ref())?)
+        socket_address(rnet::getpeername(self.io.fd())?)
     }
 
     fn local_addr(&self) -> Result<SocketAddr> {
-        socket_address(Some(rnet::getsockname(self.io.get_ref())?))
+        socket_address(Some(rnet::getsockname(self.io.fd())?))
     }
 
     fn readable(&self) -> impl Future<Output = Result<()>> {
-        let future = self.io.readable();
-        async move { Ok(future.await?) }
+        self.io.readable()
     }
 
     fn writable(&self) -> impl Future<Output = Result<()>> {
-        let future = self.io.writable();
-        async move { Ok(future.await?) }
+        self.io.writable()
     }
 }
 
 /// A listening TCP socket.
 pub struct Listener {
-    io: Async<OwnedFd>,
+    io: Registration,
     mode: SendMode,
 }
 
@@ -227,24 +548,32 @@ impl crate::TcpListener for Listener {
 
     fn accept(&self) -> Result<(Stream, SocketAddr)> {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let (fd, peer) = rnet::acceptfrom_with(self.io.get_ref(), flags)?;
+        let (fd, peer) = self
+            .io
+            .attempt(READ, |fd| rnet::acceptfrom_with(fd, flags))?;
         let peer = socket_address(peer)?;
-        Ok((Stream::new(fd, self.mode)?, peer))
+        let io = self.io.reactor.register(fd)?;
+        Ok((
+            Stream {
+                io,
+                mode: self.mode,
+            },
+            peer,
+        ))
     }
 
     fn readable(&self) -> impl Future<Output = Result<()>> {
-        let future = self.io.readable();
-        async move { Ok(future.await?) }
+        self.io.readable()
     }
 
     fn local_addr(&self) -> Result<SocketAddr> {
-        socket_address(Some(rnet::getsockname(self.io.get_ref())?))
+        socket_address(Some(rnet::getsockname(self.io.fd())?))
     }
 }
 
 /// A non-blocking UDP socket.
 pub struct Udp {
-    io: Async<OwnedFd>,
+    io: Registration,
 }
 
 fn interface_v4(interface: MulticastInterface) -> (Ipv4Addr, u32) {
@@ -255,98 +584,135 @@ fn interface_v4(interface: MulticastInterface) -> (Ipv4Addr, u32) {
     }
 }
 
+fn change_membership(fd: BorrowedFd<'_>, membership: &Membership, join: bool) -> Result<()> {
+    match (*membership, join) {
+        (
+            Membership::V4 {
+                group,
+                source: Some(source),
+                interface,
+            },
+            true,
+        ) => {
+            let (address, _) = interface_v4(interface);
+            Ok(sockopt::set_ip_add_source_membership(
+                fd, &group, &address, &source,
+            )?)
+        }
+        (
+            Membership::V4 {
+                group,
+                source: Some(source),
+                interface,
+            },
+            false,
+        ) => {
+            let (address, _) = interface_v4(interface);
+            Ok(sockopt::set_ip_drop_source_membership(
+                fd, &group, &address, &source,
+            )?)
+        }
+        (
+            Membership::V4 {
+                group,
+                source: None,
+                interface,
+            },
+            true,
+        ) => {
+            let (address, index) = interface_v4(interface);
+            Ok(sockopt::set_ip_add_membership_with_ifindex(
+                fd, &group, &address, index,
+            )?)
+        }
+        (
+            Membership::V4 {
+                group,
+                source: None,
+                interface,
+            },
+            false,
+        ) => {
+            let (address, index) = interface_v4(interface);
+            Ok(sockopt::set_ip_drop_membership_with_ifindex(
+                fd, &group, &address, index,
+            )?)
+        }
+        (Membership::V6 { group, interface }, true) => {
+            let (_, index) = interface_v4(interface);
+            Ok(sockopt::set_ipv6_add_membership(fd, &group, index)?)
+        }
+        (Membership::V6 { group, interface }, false) => {
+            let (_, index) = interface_v4(interface);
+            Ok(sockopt::set_ipv6_drop_membership(fd, &group, index)?)
+        }
+    }
+}
+
 impl crate::UdpSocket for Udp {
     type Error = Error;
 
     fn recv_from(&self, buffer: &mut [u8]) -> Result<(usize, SocketAddr)> {
-        let (length, _, from) = rnet::recvfrom(self.io.get_ref(), buffer, rnet::RecvFlags::empty())?;
+        let (length, _, from) = self.io.attempt(READ, |fd| {
+            rnet::recvfrom(fd, &mut *buffer, rnet::RecvFlags::empty())
+        })?;
         Ok((length, socket_address(from)?))
     }
 
     fn send_to(&self, buffer: &[u8], target: SocketAddr) -> Result<usize> {
-        Ok(rnet::sendto(self.io.get_ref(), buffer, rnet::SendFlags::NOSIGNAL, &target)?)
+        self.io.attempt(WRITE, |fd| {
+            rnet::sendto(fd, buffer, rnet::SendFlags::NOSIGNAL, &target)
+        })
     }
 
     fn join(&self, membership: &Membership) -> Result<()> {
-        let fd = self.io.get_ref();
-        match *membership {
-            Membership::V4 { group, source: Some(source), interface } => {
-                let (address, _) = interface_v4(interface);
-                Ok(sockopt::set_ip_add_source_membership(fd, &group, &address, &source)?)
-            }
-            Membership::V4 { group, source: None, interface } => {
-                let (address, index) = interface_v4(interface);
-                Ok(sockopt::set_ip_add_membership_with_ifindex(fd, &group, &address, index)?)
-            }
-            Membership::V6 { group, interface } => {
-                let (_, index) = interface_v4(interface);
-                Ok(sockopt::set_ipv6_add_membership(fd, &group, index)?)
-            }
-        }
+        change_membership(self.io.fd(), membership, true)
     }
 
     fn leave(&self, membership: &Membership) -> Result<()> {
-        let fd = self.io.get_ref();
-        match *membership {
-            Membership::V4 { group, source: Some(source), interface } => {
-                let (address, _) = interface_v4(interface);
-                Ok(sockopt::set_ip_drop_source_membership(fd, &group, &address, &source)?)
-            }
-            Membership::V4 { group, source: None, interface } => {
-                let (address, index) = interface_v4(interface);
-                Ok(sockopt::set_ip_drop_membership_with_ifindex(fd, &group, &address, index)?)
-            }
-            Membership::V6 { group, interface } => {
-                let (_, index) = interface_v4(interface);
-                Ok(sockopt::set_ipv6_drop_membership(fd, &group, index)?)
-            }
-        }
+        change_membership(self.io.fd(), membership, false)
     }
 
     fn set_multicast_ttl(&self, ttl: u32) -> Result<()> {
-        Ok(sockopt::set_ip_multicast_ttl(self.io.get_ref(), ttl)?)
+        Ok(sockopt::set_ip_multicast_ttl(self.io.fd(), ttl)?)
     }
 
     fn set_multicast_interface(&self, interface: MulticastInterface) -> Result<()> {
-        let fd = self.io.get_ref();
+        let fd = self.io.fd();
+        let any = Ipv4Addr::UNSPECIFIED;
         match interface {
-            MulticastInterface::Any => Ok(sockopt::set_ip_multicast_if(fd, &Ipv4Addr::UNSPECIFIED)?),
+            MulticastInterface::Any => Ok(sockopt::set_ip_multicast_if(fd, &any)?),
             MulticastInterface::Address(address) => Ok(sockopt::set_ip_multicast_if(fd, &address)?),
             MulticastInterface::Index(index) => Ok(sockopt::set_ip_multicast_if_with_ifindex(
-                fd,
-                &Ipv4Addr::UNSPECIFIED,
-                &Ipv4Addr::UNSPECIFIED,
-                index,
+                fd, &any, &any, index,
             )?),
         }
     }
 
     fn set_receive_buffer_bytes(&self, bytes: usize) -> Result<()> {
-        Ok(sockopt::set_socket_recv_buffer_size(self.io.get_ref(), bytes)?)
+        Ok(sockopt::set_socket_recv_buffer_size(self.io.fd(), bytes)?)
     }
 
     fn local_addr(&self) -> Result<SocketAddr> {
-        socket_address(Some(rnet::getsockname(self.io.get_ref())?))
+        socket_address(Some(rnet::getsockname(self.io.fd())?))
     }
 
     fn readable(&self) -> impl Future<Output = Result<()>> {
-        let future = self.io.readable();
-        async move { Ok(future.await?) }
+        self.io.readable()
     }
 }
 
-/// The Linux network: sockets and memfd ring regions.
-#[derive(Clone, Copy, Debug)]
+/// The Linux network: sockets on the reactor, and memfd ring regions.
+#[derive(Clone)]
 pub struct LinuxNet {
+    reactor: Reactor,
     /// How streams send ring bytes.
     pub send_mode: SendMode,
 }
 
-impl Default for LinuxNet {
-    fn default() -> Self {
-        Self {
-            send_mode: SendMode::Sendfile,
-        }
+impl LinuxNet {
+    pub fn new(reactor: Reactor, send_mode: SendMode) -> Self {
+        Self { reactor, send_mode }
     }
 }
 
@@ -382,7 +748,7 @@ impl crate::Net for LinuxNet {
         rnet::bind(&fd, &address)?;
         rnet::listen(&fd, backlog.min(i32::MAX as u32) as i32)?;
         Ok(Listener {
-            io: Async::new(fd)?,
+            io: self.reactor.register(fd)?,
             mode: self.send_mode,
         })
     }
@@ -393,11 +759,17 @@ impl crate::Net for LinuxNet {
             Ok(()) | Err(Errno::INPROGRESS) => {}
             Err(errno) => return Err(errno.into()),
         }
-        Stream::new(fd, self.send_mode)
+        let io = self.reactor.register(fd)?;
+        // Writability is the kernel's word that the connection finished.
+        self.reactor.clear_ready(io.slot, WRITE);
+        Ok(Stream {
+            io,
+            mode: self.send_mode,
+        })
     }
 
     fn connect_result(&self, stream: &Stream) -> Result<()> {
-        Ok(sockopt::socket_error(stream.io.get_ref())??)
+        Ok(sockopt::socket_error(stream.io.fd())??)
     }
 
     fn udp_bind(&self, address: SocketAddr) -> Result<Udp> {
@@ -408,7 +780,9 @@ impl crate::Net for LinuxNet {
             let _ = sockopt::set_ipv6_v6only(&fd, false);
         }
         rnet::bind(&fd, &address)?;
-        Ok(Udp { io: Async::new(fd)? })
+        Ok(Udp {
+            io: self.reactor.register(fd)?,
+        })
     }
 
     fn interface_index(&self, name: &str) -> Result<u32> {
@@ -422,29 +796,34 @@ impl crate::Net for LinuxNet {
     }
 }
 
-/// The monotonic clock, in milliseconds since the clock was made.
-#[derive(Clone, Copy, Debug)]
+/// The monotonic clock of the reactor.
+#[derive(Clone)]
 pub struct LinuxClock {
-    start: Instant,
+    reactor: Reactor,
 }
 
-impl Default for LinuxClock {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-        }
+impl LinuxClock {
+    pub fn new(reactor: Reactor) -> Self {
+        Self { reactor }
     }
 }
 
 impl crate::Clock for LinuxClock {
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.reactor.now_ms()
     }
 
     fn sleep_until(&self, deadline_ms: u64) -> impl Future<Output = ()> {
-        let at = self.start + Duration::from_millis(deadline_ms);
-        async move {
-            Timer::at(at).await;
-        }
+        self.reactor.sleep_until(deadline_ms)
+    }
+}
+
+impl Stream {
+    /// Wraps an already open, non-blocking fd (standard input, a pipe).
+    pub fn from_fd(reactor: &Reactor, fd: OwnedFd) -> Result<Self> {
+        Ok(Self {
+            io: reactor.register(fd)?,
+            mode: SendMode::Copy,
+        })
     }
 }

@@ -1,1 +1,323 @@
-//! (in progress)
+//! The LAN side's decisions, without I/O: which resource a request path names,
+//! and the small documents the daemon serves (`/status` JSON, the `/` page and
+//! the M3U playlist), rendered into fixed buffers.
+//!
+//! Paths served:
+//! - `/channel/<name>.ts`: a channel's live stream (GET and HEAD);
+//! - `/udp/<group>:<port>`, `/rtp/<group>:<port>`: udpxy/msd_lite-style
+//!   on-demand multicast (see `wire::udpxy`);
+//! - `/playlist.m3u`: every channel, as absolute URLs on the address the player
+//!   reached us on;
+//! - `/status`: JSON counters; `/`: a small HTML status page.
+
+use core::fmt::Write;
+use core::net::SocketAddr;
+
+use crate::alloc_count::AllocSnapshot;
+use crate::stats::{ChannelStats, Totals};
+use crate::wire::udpxy::{self, OnDemand, UdpxyError};
+use crate::wire::SliceWriter;
+
+/// What a request path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Channel(&'a str),
+    OnDemand(OnDemand),
+    BadOnDemand(UdpxyError),
+    Playlist,
+    Status,
+    Index,
+    NotFound,
+}
+
+/// Maps a request path (without query) to a [`Route`].
+pub fn route(path: &str) -> Route<'_> {
+    match path {
+        "/" | "/index.html" => return Route::Index,
+        "/status" | "/status.json" => return Route::Status,
+        "/playlist.m3u" | "/playlist.m3u8" => return Route::Playlist,
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/channel/") {
+        let name = rest.strip_suffix(".ts").unwrap_or(rest);
+        if !name.is_empty() && !name.contains('/') {
+            return Route::Channel(name);
+        }
+        return Route::NotFound;
+    }
+    match udpxy::parse_path(path) {
+        Ok(Some(on_demand)) => Route::OnDemand(on_demand),
+        Ok(None) => Route::NotFound,
+        Err(error) => Route::BadOnDemand(error),
+    }
+}
+
+/// A channel's state as shown to users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Data arrived recently.
+    Live,
+    /// Connecting or reconnecting to the source.
+    Connecting,
+    /// Connected, but no data for a while.
+    Waiting,
+    /// An on-demand slot with no group, or a source that ended.
+    Idle,
+}
+
+impl ChannelState {
+    pub fn word(self) -> &'static str {
+        match self {
+            ChannelState::Live => "live",
+            ChannelState::Connecting => "connecting",
+            ChannelState::Waiting => "waiting",
+            ChannelState::Idle => "idle",
+        }
+    }
+}
+
+/// One channel as the status documents see it.
+pub struct ChannelView<'a> {
+    pub name: &'a str,
+    pub source: &'a str,
+    pub state: ChannelState,
+    pub input_bps: u64,
+    pub ring_bytes: u64,
+    pub stats: &'a ChannelStats,
+}
+
+/// The daemon as the status documents see it.
+pub struct DaemonView<'a> {
+    pub version: &'a str,
+    pub uptime_s: u64,
+    pub alloc: AllocSnapshot,
+    pub totals: &'a Totals,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Writes `text` as a JSON string body (without quotes), escaping as needed.
+fn write_json_escaped(w: &mut SliceWriter<'_>, text: &str) -> core::fmt::Result {
+    for character in text.chars() {
+        match character {
+            '"' => w.write_str("\\\"")?,
+            '\\' => w.write_str("\\\\")?,
+            c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
+            c => w.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` escaped for HTML.
+fn write_html_escaped(w: &mut SliceWriter<'_>, text: &str) -> core::fmt::Result {
+    for character in text.chars() {
+        match character {
+            '<' => w.write_str("&lt;")?,
+            '>' => w.write_str("&gt;")?,
+            '&' => w.write_str("&amp;")?,
+            '"' => w.write_str("&quot;")?,
+            c => w.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+fn render_channel_json(w: &mut SliceWriter<'_>, channel: &ChannelView<'_>) -> core::fmt::Result {
+    let stats = channel.stats;
+    w.write_str("{\"name\":\"")?;
+    write_json_escaped(w, channel.name)?;
+    w.write_str("\",\"source\":\"")?;
+    write_json_escaped(w, channel.source)?;
+    write!(
+        w,
+        "\",\"state\":\"{}\",\"input_bps\":{},\"bytes_in\":{},\"bytes_out\":{},\"readers\":{},\
+         \"skips\":{},\"drops\":{},\"errors\":{},\"garbage_bytes\":{},\"sync_losses\":{},\
+         \"reconnects\":{},\"ring_bytes\":{}}}",
+        channel.state.word(),
+        channel.input_bps,
+        stats.bytes_in.get(),
+        stats.bytes_out.get(),
+        stats.readers.get(),
+        stats.skips.get(),
+        stats.drops.get(),
+        stats.errors.get(),
+        stats.garbage_bytes.get(),
+        stats.sync_losses.get(),
+        stats.reconnects.get(),
+        channel.ring_bytes,
+    )
+}
+
+/// Renders `/status` as JSON.
+pub fn render_status_json<'a>(
+    w: &mut SliceWriter<'_>,
+    daemon: &DaemonView<'_>,
+    channels: impl Iterator<Item = ChannelView<'a>>,
+) -> core::fmt::Result {
+    let totals = daemon.totals;
+    let alloc = daemon.alloc;
+    write!(
+        w,
+        "{{\"version\":\"{}\",\"uptime_s\":{},\"alloc\":{{\"allocations\":{},\"deallocations\":{},\
+         \"bytes_allocated\":{},\"bytes_live\":{}}},\"totals\":{{\"readers\":{},\"bytes_in\":{},\
+         \"bytes_out\":{},\"http_requests\":{},\"http_rejected\":{},\"http_bad_request\":{},\
+         \"http_not_found\":{},\"connections_dropped\":{}}},\"channels\":[",
+        daemon.version,
+        daemon.uptime_s,
+        alloc.allocations,
+        alloc.deallocations,
+        alloc.bytes_allocated,
+        alloc.bytes_live,
+        totals.readers.get(),
+        daemon.bytes_in,
+        daemon.bytes_out,
+        totals.http_requests.get(),
+        totals.http_rejected.get(),
+        totals.http_bad_request.get(),
+        totals.http_not_found.get(),
+        totals.connections_dropped.get(),
+    )?;
+    for (index, channel) in channels.enumerate() {
+        if index > 0 {
+            w.write_str(",")?;
+        }
+        render_channel_json(w, &channel)?;
+    }
+    w.write_str("]}\n")
+}
+
+/// The URL base players should use: the address they reached us on.
+pub struct UrlBase(pub SocketAddr);
+
+impl core::fmt::Display for UrlBase {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            SocketAddr::V4(address) => write!(f, "http://{}:{}", address.ip(), address.port()),
+            SocketAddr::V6(address) => match address.ip().to_ipv4_mapped() {
+                Some(v4) => write!(f, "http://{}:{}", v4, address.port()),
+                None => write!(f, "http://[{}]:{}", address.ip(), address.port()),
+            },
+        }
+    }
+}
+
+/// Renders the M3U playlist of `names`.
+pub fn render_playlist<'a>(
+    w: &mut SliceWriter<'_>,
+    base: &UrlBase,
+    names: impl Iterator<Item = &'a str>,
+) -> core::fmt::Result {
+    w.write_str("#EXTM3U\n")?;
+    for name in names {
+        write!(w, "#EXTINF:-1,{name}\n{base}/channel/{name}.ts\n")?;
+    }
+    Ok(())
+}
+
+/// Renders the `/` status page.
+pub fn render_index_html<'a>(
+    w: &mut SliceWriter<'_>,
+    base: &UrlBase,
+    daemon: &DaemonView<'_>,
+    channels: impl Iterator<Item = ChannelView<'a>>,
+) -> core::fmt::Result {
+    write!(
+        w,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ringcast</title>\
+         <style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:left}}</style>\
+         </head><body><h1>ringcast {}</h1><p>Up {} s. Readers: {}. \
+         <a href=\"/playlist.m3u\">Playlist (M3U)</a> · <a href=\"/status\">Status (JSON)</a></p>\
+         <table><tr><th>Channel</th><th>Source</th><th>State</th><th>Input kbit/s</th>\
+         <th>Readers</th><th>Skips</th><th>Drops</th><th>Errors</th><th>Garbage bytes</th></tr>",
+        daemon.version,
+        daemon.uptime_s,
+        daemon.totals.readers.get()
+    )?;
+    for channel in channels {
+        w.write_str("<tr><td><a href=\"")?;
+        write!(w, "{base}/channel/")?;
+        write_html_escaped(w, channel.name)?;
+        w.write_str(".ts\">")?;
+        write_html_escaped(w, channel.name)?;
+        w.write_str("</a></td><td>")?;
+        write_html_escaped(w, channel.source)?;
+        let stats = channel.stats;
+        write!(
+            w,
+            "</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            channel.state.word(),
+            channel.input_bps / 1000,
+            stats.readers.get(),
+            stats.skips.get(),
+            stats.drops.get(),
+            stats.errors.get(),
+            stats.garbage_bytes.get()
+        )?;
+    }
+    w.write_str("</table></body></html>\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/channel/news.ts"), Route::Channel("news"));
+        assert_eq!(route("/channel/news"), Route::Channel("news"));
+        assert_eq!(route("/channel/"), Route::NotFound);
+        assert_eq!(route("/status"), Route::Status);
+        assert_eq!(route("/"), Route::Index);
+        assert_eq!(route("/playlist.m3u"), Route::Playlist);
+        assert_eq!(route("/nothing"), Route::NotFound);
+        assert!(matches!(route("/udp/239.0.0.1:1234"), Route::OnDemand(_)));
+        assert!(matches!(route("/udp/10.0.0.1:1234"), Route::BadOnDemand(_)));
+    }
+
+    #[test]
+    fn playlist_uses_absolute_urls() {
+        let mut buffer = [0u8; 256];
+        let mut w = SliceWriter::new(&mut buffer);
+        let base = UrlBase("192.168.1.2:8090".parse().unwrap());
+        render_playlist(&mut w, &base, ["a", "b"].into_iter()).unwrap();
+        let text = core::str::from_utf8(w.written()).unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXTINF:-1,a\nhttp://192.168.1.2:8090/channel/a.ts\n\
+             #EXTINF:-1,b\nhttp://192.168.1.2:8090/channel/b.ts\n"
+        );
+    }
+
+    #[test]
+    fn status_json_escapes_and_fails_when_full() {
+        let stats = ChannelStats::default();
+        stats.bytes_in.add(5);
+        let totals = Totals::default();
+        let daemon = DaemonView {
+            version: "0.1.0",
+            uptime_s: 3,
+            alloc: AllocSnapshot::default(),
+            totals: &totals,
+            bytes_in: 5,
+            bytes_out: 0,
+        };
+        let view = || ChannelView {
+            name: "a",
+            source: "file:/x\"y",
+            state: ChannelState::Live,
+            input_bps: 8,
+            ring_bytes: 100,
+            stats: &stats,
+        };
+        let mut buffer = [0u8; 2048];
+        let mut w = SliceWriter::new(&mut buffer);
+        render_status_json(&mut w, &daemon, core::iter::once(view())).unwrap();
+        let text = core::str::from_utf8(w.written()).unwrap();
+        assert!(text.contains("\"source\":\"file:/x\\\"y\""));
+        assert!(text.contains("\"bytes_in\":5"));
+        let mut small = [0u8; 64];
+        let mut w = SliceWriter::new(&mut small);
+        assert!(render_status_json(&mut w, &daemon, core::iter::once(view())).is_err());
+    }
+}

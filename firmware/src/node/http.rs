@@ -1,0 +1,441 @@
+//! The HTTP control path: the acceptor and the control workers. A control
+//! worker reads one request head (bounded in bytes and time), routes it with
+//! `lan::route`, answers documents itself and hands stream requests to a
+//! stream worker. Every connection is `Connection: close`.
+
+use core::net::SocketAddr;
+use std::rc::Rc;
+
+use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
+
+use super::{first_of, Either, Node, StreamJob};
+use crate::lan::{self, ChannelView, DaemonView, Route, UrlBase};
+use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
+use crate::wire::http::{self, HttpError, Method, Status};
+use crate::wire::udpxy::OnDemand;
+use crate::wire::SliceWriter;
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_S: u32 = 5;
+
+/// The answer sent straight from the acceptor when no control worker is idle.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 5\r\nRetry-After: 5\r\nConnection: close\r\n\r\nbusy\n";
+
+/// Accepts connections and hands them to idle control workers.
+pub async fn accept_loop<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, C>>) {
+    let mut error_logged = false;
+    loop {
+        if node.listener.readable().await.is_err() {
+            continue;
+        }
+        loop {
+            match node.listener.accept() {
+                Ok((stream, _peer)) => {
+                    error_logged = false;
+                    node.totals.http_requests.increment();
+                    if let Err(mut stream) = node.control.try_give(stream) {
+                        node.totals.http_rejected.increment();
+                        let _ = stream.write(BUSY_RESPONSE);
+                    }
+                }
+                Err(error) if error.is_would_block() => break,
+                Err(error) => {
+                    if !error_logged {
+                        log::warn!("accept failed: {error}; retrying");
+                        error_logged = true;
+                    }
+                    let resume_ms = node.clock.now_ms() + 100;
+                    node.clock.sleep_until(resume_ms).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Serves requests handed over by the acceptor, one at a time.
+pub async fn control_worker<N: Net + 'static, C: Clock + 'static>(
+    node: Rc<Node<N, C>>,
+    worker: usize,
+) {
+    let mut request = vec![0u8; HTTP_HEADER_BYTES_MAX].into_boxed_slice();
+    let mut response = vec![0u8; RESPONSE_BYTES_MAX].into_boxed_slice();
+    loop {
+        let stream = node.control.take(worker).await;
+        serve_connection(&node, stream, &mut request, &mut response).await;
+    }
+}
+
+/// How reading a request head ended.
+enum HeadRead {
+    Complete(usize),
+    TooLarge,
+    Malformed,
+    Gone,
+}
+
+async fn read_head<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    buffer: &mut [u8],
+) -> HeadRead {
+    let deadline_ms = node.clock.now_ms() + node.settings.header_timeout_ms;
+    let mut length = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
+        match http::parse_request(&buffer[..length], &mut headers) {
+            Ok(Some(_)) => return HeadRead::Complete(length),
+            Ok(None) if length == buffer.len() => return HeadRead::TooLarge,
+            Ok(None) => {}
+            Err(HttpError::HeadTooLarge) => return HeadRead::TooLarge,
+            Err(_) => return HeadRead::Malformed,
+        }
+        match stream.read(&mut buffer[length..]) {
+            Ok(0) => return HeadRead::Gone,
+            Ok(count) => length += count,
+            Err(error) if error.is_would_block() => {
+                let ready = first_of(stream.readable(), node.clock.sleep_until(deadline_ms)).await;
+                if let Either::Right(()) = ready {
+                    return HeadRead::Gone;
+                }
+            }
+            Err(_) => return HeadRead::Gone,
+        }
+    }
+}
+
+/// Writes all of `bytes`, giving up at the header timeout.
+pub(super) async fn write_all<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    mut bytes: &[u8],
+) -> bool {
+    let deadline_ms = node.clock.now_ms() + node.settings.header_timeout_ms;
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(count) => bytes = &bytes[count..],
+            Err(error) if error.is_would_block() => {
+                let ready = first_of(stream.writable(), node.clock.sleep_until(deadline_ms)).await;
+                if let Either::Right(()) = ready {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// What a request asks for, copied out of the request buffer.
+enum Wanted {
+    Channel {
+        index: usize,
+        head_only: bool,
+    },
+    OnDemand {
+        target: OnDemand,
+        head_only: bool,
+    },
+    Document {
+        route: DocumentRoute,
+        head_only: bool,
+    },
+    Error(Status),
+}
+
+#[derive(Clone, Copy)]
+enum DocumentRoute {
+    Status,
+    Index,
+    Playlist,
+}
+
+fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8]) -> Wanted {
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
+    let Ok(Some((head, _))) = http::parse_request(request, &mut headers) else {
+        return Wanted::Error(Status::BadRequest);
+    };
+    let head_only = match head.method {
+        Method::Get => false,
+        Method::Head => true,
+        Method::Other => return Wanted::Error(Status::MethodNotAllowed),
+    };
+    match lan::route(head.path) {
+        Route::Channel(name) => match node.channel_by_name(name) {
+            Some(index) => Wanted::Channel { index, head_only },
+            None => Wanted::Error(Status::NotFound),
+        },
+        Route::OnDemand(target) if node.settings.on_demand_channels > 0 => {
+            Wanted::OnDemand { target, head_only }
+        }
+        Route::OnDemand(_) | Route::NotFound => Wanted::Error(Status::NotFound),
+        Route::BadOnDemand(_) => Wanted::Error(Status::BadRequest),
+        Route::Status => Wanted::Document {
+            route: DocumentRoute::Status,
+            head_only,
+        },
+        Route::Index => Wanted::Document {
+            route: DocumentRoute::Index,
+            head_only,
+        },
+        Route::Playlist => Wanted::Document {
+            route: DocumentRoute::Playlist,
+            head_only,
+        },
+    }
+}
+
+async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
+    node: &Rc<Node<N, C>>,
+    mut stream: N::Stream,
+    request: &mut [u8],
+    response: &mut [u8],
+) {
+    let length = match read_head(node, &mut stream, request).await {
+        HeadRead::Complete(length) => length,
+        HeadRead::TooLarge => {
+            node.totals.http_bad_request.increment();
+            return send_status(node, &mut stream, response, Status::HeaderFieldsTooLarge).await;
+        }
+        HeadRead::Malformed => {
+            node.totals.http_bad_request.increment();
+            return send_status(node, &mut stream, response, Status::BadRequest).await;
+        }
+        HeadRead::Gone => return node.totals.connections_dropped.increment(),
+    };
+    match decide(node, &request[..length]) {
+        Wanted::Channel {
+            index,
+            head_only: true,
+        } => send_stream_head(node, &mut stream, response, index).await,
+        Wanted::Channel {
+            index,
+            head_only: false,
+        } => hand_to_stream_worker(node, stream, response, index).await,
+        Wanted::OnDemand { target, head_only } => match node.claim_on_demand(target) {
+            Some(index) if head_only => {
+                send_stream_head(node, &mut stream, response, index).await;
+                node.release_claim(index);
+            }
+            Some(index) => hand_to_stream_worker(node, stream, response, index).await,
+            None => busy(node, &mut stream, response).await,
+        },
+        Wanted::Document { route, head_only } => {
+            send_document(node, &mut stream, response, route, head_only).await
+        }
+        Wanted::Error(status) => {
+            if status == Status::NotFound {
+                node.totals.http_not_found.increment();
+            } else {
+                node.totals.http_bad_request.increment();
+            }
+            send_status(node, &mut stream, response, status).await;
+        }
+    }
+}
+
+async fn hand_to_stream_worker<N: Net + 'static, C: Clock + 'static>(
+    node: &Rc<Node<N, C>>,
+    stream: N::Stream,
+    response: &mut [u8],
+    channel: usize,
+) {
+    if let Err(job) = node.streams.try_give(StreamJob { stream, channel }) {
+        let mut stream = job.stream;
+        node.release_claim(channel);
+        busy(node, &mut stream, response).await;
+    }
+}
+
+async fn busy<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+) {
+    node.totals.http_rejected.increment();
+    let mut w = SliceWriter::new(response);
+    let body = b"busy: too many viewers, retry later\n";
+    let _ = http::emit_response_head(
+        &mut w,
+        Status::ServiceUnavailable,
+        "text/plain",
+        body.len(),
+        Some(RETRY_AFTER_S),
+    );
+    let _ = w.write_bytes(body);
+    let length = w.len();
+    write_all(node, stream, &response[..length]).await;
+}
+
+async fn send_status<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+    status: Status,
+) {
+    let mut w = SliceWriter::new(response);
+    let reason = status.reason().as_bytes();
+    let _ = http::emit_response_head(&mut w, status, "text/plain", reason.len() + 1, None);
+    let _ = w.write_bytes(reason);
+    let _ = w.write_bytes(b"\n");
+    let length = w.len();
+    write_all(node, stream, &response[..length]).await;
+}
+
+async fn send_stream_head<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+    _channel: usize,
+) {
+    let mut w = SliceWriter::new(response);
+    if http::emit_stream_head(&mut w, "video/mp2t").is_ok() {
+        let length = w.len();
+        write_all(node, stream, &response[..length]).await;
+    }
+}
+
+/// The channel texts borrowed while a document renders (fixed capacity).
+type BorrowedTexts<'a> = heapless::Vec<
+    core::cell::Ref<'a, String>,
+    { crate::limits::CHANNELS_MAX + crate::limits::ON_DEMAND_CHANNELS_MAX },
+>;
+
+/// Renders a document body at `offset` of `response`, returning its length.
+fn render_document<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    route: DocumentRoute,
+    local: SocketAddr,
+    body: &mut [u8],
+) -> Result<usize, core::fmt::Error> {
+    let mut w = SliceWriter::new(body);
+    let (bytes_in, bytes_out) = node.bytes_totals();
+    let daemon = DaemonView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: node.clock.now_ms() / 1000,
+        alloc: crate::alloc_count::snapshot(),
+        totals: &node.totals,
+        bytes_in,
+        bytes_out,
+    };
+    let now_ms = node.clock.now_ms();
+    let base = UrlBase(local);
+    // Borrow every name and source for the duration of rendering.
+    let borrowed: BorrowedTexts<'_> = node.channels.iter().map(|c| c.name.borrow()).collect();
+    let sources: BorrowedTexts<'_> = node.channels.iter().map(|c| c.source.borrow()).collect();
+    let views = || {
+        node.channels
+            .iter()
+            .enumerate()
+            .filter(|(_, channel)| !channel.is_free_slot())
+            .map(|(index, channel)| ChannelView {
+                name: borrowed[index].as_str(),
+                source: sources[index].as_str(),
+                state: channel.state.get(),
+                input_bps: channel.stats.input_rate.bits_per_second(now_ms),
+                ring_bytes: channel.ring.borrow().capacity_bytes(),
+                stats: &channel.stats,
+            })
+    };
+    match route {
+        DocumentRoute::Status => lan::render_status_json(&mut w, &daemon, views())?,
+        DocumentRoute::Index => lan::render_index_html(&mut w, &base, &daemon, views())?,
+        DocumentRoute::Playlist => {
+            let names = borrowed[..node.static_channels]
+                .iter()
+                .map(|name| name.as_str());
+            lan::render_playlist(&mut w, &base, names)?
+        }
+    }
+    Ok(w.len())
+}
+
+async fn send_document<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+    route: DocumentRoute,
+    head_only: bool,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    // The body goes after room for the head, so both go out in one write.
+    const HEAD_ROOM: usize = 512;
+    let (head_part, body_part) = response.split_at_mut(HEAD_ROOM);
+    let Ok(body_length) = render_document(node, route, local, body_part) else {
+        return send_status(node, stream, response, Status::InternalServerError).await;
+    };
+    let content_type = match route {
+        DocumentRoute::Status => "application/json",
+        DocumentRoute::Index => "text/html; charset=utf-8",
+        DocumentRoute::Playlist => "audio/x-mpegurl",
+    };
+    let mut w = SliceWriter::new(head_part);
+    if http::emit_response_head(&mut w, Status::Ok, content_type, body_length, None).is_err() {
+        return;
+    }
+    let head_length = w.len();
+    // Move the head right before the body.
+    response.copy_within(0..head_length, HEAD_ROOM - head_length);
+    let start = HEAD_ROOM - head_length;
+    let end = if head_only {
+        HEAD_ROOM
+    } else {
+        HEAD_ROOM + body_length
+    };
+    write_all(node, stream, &response[start..end]).await;
+}
+
+impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
+    /// Finds the on-demand slot already tuned to `target`, or tunes a free
+    /// one, and counts a pending reader on it. `None` when every slot is busy.
+    pub(super) fn claim_on_demand(&self, target: OnDemand) -> Option<usize> {
+        let tuned = self.channels.iter().position(|c| {
+            c.on_demand
+                .as_ref()
+                .is_some_and(|s| s.key.get() == Some(target))
+        });
+        let index = match tuned {
+            Some(index) => index,
+            None => {
+                let index = self.channels.iter().position(|c| c.is_free_slot())?;
+                self.tune(index, target);
+                index
+            }
+        };
+        let slot = self.channels[index].on_demand.as_ref()?;
+        slot.pending.set(slot.pending.get() + 1);
+        Some(index)
+    }
+
+    /// Forgets a pending on-demand reader that never started.
+    pub(super) fn release_claim(&self, index: usize) {
+        if let Some(slot) = self.channels[index].on_demand.as_ref() {
+            slot.pending.set(slot.pending.get().saturating_sub(1));
+            slot.last_reader_left_ms.set(self.clock.now_ms());
+        }
+    }
+
+    fn tune(&self, index: usize, target: OnDemand) {
+        use core::fmt::Write as _;
+        let channel = &self.channels[index];
+        let Some(slot) = channel.on_demand.as_ref() else {
+            return;
+        };
+        slot.key.set(Some(target));
+        slot.last_reader_left_ms.set(self.clock.now_ms());
+        let mut name = channel.name.borrow_mut();
+        name.clear();
+        let _ = write!(name, "{target}");
+        let mut source = channel.source.borrow_mut();
+        source.clear();
+        let _ = write!(source, "{target}");
+        channel.ring.borrow_mut().restart();
+        channel.state.set(crate::lan::ChannelState::Connecting);
+        if let Some(waker) = slot.activation.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The driver: it owns the channels, the worker tasks and the HAL handles,
+//! moves bytes between sockets and the state machines, and decides nothing
+//! itself (routing, policies and documents live in `lan`, `ingest`, `ring`).
+//!
+//! Everything is allocated in [`Node::new`] and [`spawn_all`]: one ring per
+//! channel, a fixed pool of control workers (requests, status pages) and a
+//! fixed pool of stream workers (one per allowed reader). The acceptor hands a
+//! new connection to an idle control worker; a stream request is handed on to
+//! an idle stream worker; when a pool is empty the answer is `503` with
+//! `Retry-After`. Nothing grows after start-up.
+
+mod http;
+mod ingest;
+mod stream;
+
+use core::cell::{Cell, RefCell};
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::pin;
+use core::task::{Poll, Waker};
+use std::rc::Rc;
+
+use ringcast_hal::exec::Executor;
+use ringcast_hal::{Clock, MulticastInterface, Net, XorShift};
+
+use crate::config::Source;
+use crate::lan::ChannelState;
+use crate::ring::{guard_bytes_for, Ring};
+use crate::stats::{ChannelStats, Totals};
+use crate::wire::udpxy::OnDemand;
+
+/// Control workers: request parsing, documents, hand-off. Bounds the number of
+/// connections being read at once (a slow-loris costs one of these for at
+/// most the header timeout).
+pub const CONTROL_WORKERS: usize = 16;
+
+/// Run-time settings of the driver, in the units it uses.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub readers_max: usize,
+    pub flush_ms: u64,
+    pub stall_timeout_ms: u64,
+    pub header_timeout_ms: u64,
+    pub gap_timeout_ms: u64,
+    pub linger_ms: u64,
+    pub rejoin_interval_ms: u64,
+    pub multicast_interface: MulticastInterface,
+    pub on_demand_channels: usize,
+    pub on_demand_ring_bytes: usize,
+    /// Kernel send buffer per reader: bounds bytes in flight (and so the ring
+    /// guard needed for `sendfile`).
+    pub reader_send_buffer_bytes: usize,
+}
+
+/// A channel definition for [`Node::new`].
+pub struct ChannelSetup {
+    pub name: String,
+    pub source: Source,
+    pub ring_bytes: usize,
+}
+
+/// Per-slot state of an on-demand (udpxy-style) channel.
+#[derive(Default)]
+pub struct OnDemandSlot {
+    pub key: Cell<Option<OnDemand>>,
+    /// Readers handed to a worker but not yet counted in `readers`.
+    pub pending: Cell<u32>,
+    pub last_reader_left_ms: Cell<u64>,
+    activation: RefCell<Option<Waker>>,
+}
+
+/// One channel: its ring, counters and the readers waiting for data.
+pub struct Channel<R: ringcast_hal::Region> {
+    pub name: RefCell<String>,
+    pub source: RefCell<String>,
+    pub config_source: Option<Source>,
+    pub ring: RefCell<Ring<R>>,
+    pub stats: ChannelStats,
+    pub state: Cell<ChannelState>,
+    /// Bumped to tell every reader to leave (source lost for too long).
+    pub epoch: Cell<u64>,
+    pub last_data_ms: Cell<u64>,
+    pub on_demand: Option<OnDemandSlot>,
+    waiters: RefCell<Box<[Option<Waker>]>>,
+}
+
+impl<R: ringcast_hal::Region> Channel<R> {
+    /// Wakes every reader waiting for data or for the epoch to change.
+    pub fn wake_readers(&self) {
+        let mut waiters = self.waiters.borrow_mut();
+        for waiter in waiters.iter_mut() {
+            if let Some(waker) = waiter.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Tells every reader to leave.
+    pub fn close_readers(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.wake_readers();
+    }
+
+    /// Resolves when data past `position` exists or the epoch moved on.
+    fn wait_for_data(
+        &self,
+        worker: usize,
+        position: u64,
+        epoch: u64,
+    ) -> impl Future<Output = ()> + '_ {
+        core::future::poll_fn(move |context| {
+            if self.ring.borrow().head() > position || self.epoch.get() != epoch {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            match &mut waiters[worker] {
+                Some(waker) if waker.will_wake(context.waker()) => {}
+                slot => *slot = Some(context.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+
+    /// True if this is an on-demand slot with no group assigned.
+    pub fn is_free_slot(&self) -> bool {
+        self.on_demand
+            .as_ref()
+            .is_some_and(|slot| slot.key.get().is_none())
+    }
+
+    /// Readers counted or on their way.
+    pub fn demand(&self) -> u64 {
+        let pending = self.on_demand.as_ref().map_or(0, |slot| slot.pending.get());
+        self.stats.readers.get() + u64::from(pending)
+    }
+}
+
+/// A fixed set of idle workers, each waiting for one item.
+pub struct Handoff<T> {
+    slots: Box<[HandoffSlot<T>]>,
+}
+
+struct HandoffSlot<T> {
+    idle: Cell<bool>,
+    item: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Handoff<T> {
+    pub fn new(workers: usize) -> Self {
+        let slots = (0..workers)
+            .map(|_| HandoffSlot {
+                idle: Cell::new(false),
+                item: RefCell::new(None),
+                waker: RefCell::new(None),
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// Gives `item` to an idle worker, or hands it back if none is idle.
+    pub fn try_give(&self, item: T) -> Result<(), T> {
+        let Some(slot) = self
+            .slots
+            .iter()
+            .find(|s| s.idle.get() && s.item.borrow().is_none())
+        else {
+            return Err(item);
+        };
+        *slot.item.borrow_mut() = Some(item);
+        slot.idle.set(false);
+        if let Some(waker) = slot.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Waits, as worker `index`, for the next item.
+    pub fn take(&self, index: usize) -> impl Future<Output = T> + '_ {
+        let slot = &self.slots[index];
+        slot.idle.set(true);
+        core::future::poll_fn(move |context| {
+            if let Some(item) = slot.item.borrow_mut().take() {
+                slot.idle.set(false);
+                return Poll::Ready(item);
+            }
+            *slot.waker.borrow_mut() = Some(context.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Idle workers right now.
+    pub fn idle_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.idle.get()).count()
+    }
+}
+
+/// A stream request on its way to a stream worker.
+pub struct StreamJob<S> {
+    pub stream: S,
+    pub channel: usize,
+}
+
+/// The whole relay.
+pub struct Node<N: Net + 'static, C: Clock + 'static> {
+    pub net: N,
+    pub clock: C,
+    pub settings: Settings,
+    pub channels: Box<[Rc<Channel<N::Region>>]>,
+    pub static_channels: usize,
+    pub totals: Totals,
+    pub listener: N::Listener,
+    pub listen_address: SocketAddr,
+    control: Handoff<N::Stream>,
+    streams: Handoff<StreamJob<N::Stream>>,
+    rng: RefCell<XorShift>,
+    stdin: RefCell<Option<N::Stream>>,
+}
+
+fn make_channel<N: Net>(
+    net: &N,
+    setup: ChannelSetup,
+    readers_max: usize,
+    on_demand: bool,
+) -> Result<Channel<N::Region>, N::Error> {
+    let region = net.region(setup.ring_bytes)?;
+    let guard = guard_bytes_for(setup.ring_bytes);
+    // Room for any on-demand name or source, so tuning a slot never allocates.
+    let mut name = String::with_capacity(crate::limits::SOURCE_URL_BYTES_MAX);
+    name.push_str(&setup.name);
+    let mut source = String::with_capacity(crate::limits::SOURCE_URL_BYTES_MAX);
+    source.push_str(&setup.source.to_string());
+    Ok(Channel {
+        source: RefCell::new(source),
+        name: RefCell::new(name),
+        config_source: (!on_demand).then_some(setup.source),
+        ring: RefCell::new(Ring::new(region, guard)),
+        stats: ChannelStats::default(),
+        state: Cell::new(if on_demand {
+            ChannelState::Idle
+        } else {
+            ChannelState::Connecting
+        }),
+        epoch: Cell::new(0),
+        last_data_ms: Cell::new(0),
+        on_demand: on_demand.then(OnDemandSlot::default),
+        waiters: RefCell::new((0..readers_max).map(|_| None).collect()),
+    })
+}
+
+impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
+    /// Allocates every channel ring and worker slot, and binds the listener.
+    pub fn new(
+        net: N,
+        clock: C,
+        settings: Settings,
+        listen: SocketAddr,
+        channels: Vec<ChannelSetup>,
+        stdin: Option<N::Stream>,
+        seed: u64,
+    ) -> Result<Self, N::Error> {
+        use ringcast_hal::TcpListener as _;
+        let listener = net.tcp_listen(listen, 1024)?;
+        let listen_address = listener.local_addr()?;
+        let static_channels = channels.len();
+        let mut table = Vec::with_capacity(static_channels + settings.on_demand_channels);
+        for setup in channels {
+            table.push(Rc::new(make_channel(
+                &net,
+                setup,
+                settings.readers_max,
+                false,
+            )?));
+        }
+        for _ in 0..settings.on_demand_channels {
+            let setup = ChannelSetup {
+                name: String::new(),
+                source: Source::Stdin,
+                ring_bytes: settings.on_demand_ring_bytes,
+            };
+            table.push(Rc::new(make_channel(
+                &net,
+                setup,
+                settings.readers_max,
+                true,
+            )?));
+        }
+        Ok(Self {
+            control: Handoff::new(CONTROL_WORKERS),
+            streams: Handoff::new(settings.readers_max),
+            net,
+            clock,
+            settings,
+            channels: table.into_boxed_slice(),
+            static_channels,
+            totals: Totals::default(),
+            listener,
+            listen_address,
+            rng: RefCell::new(XorShift::new(seed)),
+            stdin: RefCell::new(stdin),
+        })
+    }
+
+    /// Tasks [`spawn_all`] will start: size executors and timer tables with it.
+    pub fn task_count(&self) -> usize {
+        1 + CONTROL_WORKERS + self.settings.readers_max + self.channels.len()
+    }
+
+    /// The index of a static channel by name.
+    pub fn channel_by_name(&self, name: &str) -> Option<usize> {
+        self.channels[..self.static_channels]
+            .iter()
+            .position(|channel| channel.name.borrow().as_str() == name)
+    }
+
+    pub fn bytes_totals(&self) -> (u64, u64) {
+        self.channels
+            .iter()
+            .fold((0, 0), |(bytes_in, bytes_out), channel| {
+                (
+                    bytes_in + channel.stats.bytes_in.get(),
+                    bytes_out + channel.stats.bytes_out.get(),
+                )
+            })
+    }
+
+    fn random(&self) -> XorShift {
+        let mut rng = self.rng.borrow_mut();
+        XorShift::new(
+            u64::from(ringcast_hal::Rng::next_u32(&mut *rng)) << 32
+                | u64::from(ringcast_hal::Rng::next_u32(&mut *rng)),
+        )
+    }
+}
+
+/// Spawns every task of the node on `executor`. Call once at start-up.
+pub fn spawn_all<N: Net + 'static, C: Clock + 'static>(
+    node: &Rc<Node<N, C>>,
+    executor: &mut Executor,
+) {
+    let spawned = executor.try_spawn(http::accept_loop(node.clone()));
+    assert!(spawned.is_ok(), "executor sized below the task count");
+    for worker in 0..CONTROL_WORKERS {
+        let spawned = executor.try_spawn(http::control_worker(node.clone(), worker));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    for worker in 0..node.settings.readers_max {
+        let spawned = executor.try_spawn(stream::stream_worker(node.clone(), worker));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    for index in 0..node.channels.len() {
+        let spawned = executor.try_spawn(ingest::ingest_task(node.clone(), index));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+}
+
+/// The first of two futures to finish.
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures; returns the first result (left wins a tie).
+pub async fn first_of<A: Future, B: Future>(left: A, right: B) -> Either<A::Output, B::Output> {
+    let mut left = pin!(left);
+    let mut right = pin!(right);
+    core::future::poll_fn(move |context| {
+        if let Poll::Ready(value) = left.as_mut().poll(context) {
+            return Poll::Ready(Either::Left(value));
+        }
+        if let Poll::Ready(value) = right.as_mut().poll(context) {
+            return Poll::Ready(Either::Right(value));
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,139 @@
+//! Stream workers: each serves one reader at a time from a channel's ring.
+//!
+//! Slow-reader policy (documented in README):
+//! - a reader is never waited for: the ingest writes on regardless;
+//! - a reader that is *lapped* (its position left the ring's readable window)
+//!   is skipped forward to the start of the newest chunk and counted in
+//!   `skips`; it loses data but keeps playing;
+//! - a reader whose socket takes no bytes for the stall timeout is
+//!   disconnected and counted in `drops`;
+//! - when the source has sent nothing for the gap timeout, every reader of the
+//!   channel is disconnected so players can retry.
+
+use std::rc::Rc;
+
+use ringcast_hal::{Clock, Error as _, Net, TcpStream as _};
+
+use super::http::write_all;
+use super::{first_of, Channel, Either, Node, StreamJob};
+use crate::ring::{Cursor, Readable};
+use crate::wire::http;
+use crate::wire::SliceWriter;
+
+/// Bytes sent per call at most: keeps one reader from holding the loop.
+const SEND_BYTES_MAX: usize = 1024 * 1024;
+
+/// Serves readers handed over by control workers, one at a time.
+pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
+    node: Rc<Node<N, C>>,
+    worker: usize,
+) {
+    let mut head = [0u8; 256];
+    loop {
+        let StreamJob {
+            mut stream,
+            channel,
+        } = node.streams.take(worker).await;
+        let channel_ref = node.channels[channel].clone();
+        if let Some(slot) = channel_ref.on_demand.as_ref() {
+            slot.pending.set(slot.pending.get().saturating_sub(1));
+        }
+        channel_ref.stats.readers.increment();
+        node.totals.readers.increment();
+        let mut w = SliceWriter::new(&mut head);
+        let _ = http::emit_stream_head(&mut w, "video/mp2t");
+        let length = w.len();
+        let _ = stream.set_send_buffer_bytes(node.settings.reader_send_buffer_bytes);
+        if write_all(&node, &mut stream, &head[..length]).await {
+            relay(&node, &channel_ref, &mut stream, worker).await;
+        }
+        channel_ref.stats.readers.decrement();
+        node.totals.readers.decrement();
+        if let Some(slot) = channel_ref.on_demand.as_ref() {
+            slot.last_reader_left_ms.set(node.clock.now_ms());
+        }
+    }
+}
+
+/// How one send attempt went.
+enum Sent {
+    Bytes(usize),
+    Lapped,
+    Nothing,
+    Blocked,
+    Gone,
+}
+
+fn send_some<S: ringcast_hal::TcpStream<Region = R>, R: ringcast_hal::Region>(
+    channel: &Channel<R>,
+    stream: &mut S,
+    cursor: Cursor,
+) -> Sent {
+    let ring = channel.ring.borrow();
+    let (first, second) = match ring.readable(cursor, SEND_BYTES_MAX) {
+        Readable::Empty => return Sent::Nothing,
+        Readable::Lapped => return Sent::Lapped,
+        Readable::Data { first, second } => (first, second),
+    };
+    let mut sent = 0;
+    for span in core::iter::once(first).chain(second) {
+        match stream.send_region(ring.region(), span.offset, span.length) {
+            Ok(count) => {
+                sent += count;
+                if count < span.length {
+                    break;
+                }
+            }
+            Err(error) if error.is_would_block() => break,
+            Err(_) if sent > 0 => break,
+            Err(_) => return Sent::Gone,
+        }
+    }
+    if sent == 0 {
+        Sent::Blocked
+    } else {
+        Sent::Bytes(sent)
+    }
+}
+
+async fn relay<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    channel: &Channel<N::Region>,
+    stream: &mut N::Stream,
+    worker: usize,
+) {
+    let epoch = channel.epoch.get();
+    let mut cursor = channel.ring.borrow().live_start();
+    let mut progress_ms = node.clock.now_ms();
+    loop {
+        if channel.epoch.get() != epoch {
+            return;
+        }
+        match send_some(channel, stream, cursor) {
+            Sent::Bytes(count) => {
+                cursor.position += count as u64;
+                channel.stats.bytes_out.add(count as u64);
+                progress_ms = node.clock.now_ms();
+            }
+            Sent::Lapped => {
+                channel.stats.skips.increment();
+                cursor = channel.ring.borrow().live_start();
+            }
+            Sent::Nothing => channel.wait_for_data(worker, cursor.position, epoch).await,
+            Sent::Blocked => {
+                let deadline_ms = progress_ms + node.settings.stall_timeout_ms;
+                let ready = first_of(stream.writable(), node.clock.sleep_until(deadline_ms)).await;
+                if let Either::Right(()) = ready {
+                    channel.stats.drops.increment();
+                    log::info!(
+                        "channel {}: dropped a reader that took nothing for {} s",
+                        channel.name.borrow(),
+                        node.settings.stall_timeout_ms / 1000
+                    );
+                    return;
+                }
+            }
+            Sent::Gone => return,
+        }
+    }
+}
