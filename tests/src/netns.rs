@@ -1,0 +1,124 @@
+//! A network namespace that the test creates and deletes (also on panic).
+//!
+//! `Netns::new()` runs `ip netns add rc-<pid>-<n>`, brings `lo` up with the
+//! MULTICAST flag and a `224.0.0.0/4 dev lo` route so that multicast sent and
+//! joined inside the namespace stays on its loopback. Nothing inside can reach
+//! any other network. Threads enter it with [`enter_current_thread`]
+//! (`setns(2)` with `CLONE_NEWNET` changes only the calling thread), processes
+//! with `ip netns exec`.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Guard for a namespace made by this process; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip {}`: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Netns {
+    /// Creates the namespace. Panics (fails the test) when `ip netns` is not
+    /// usable: these tests must not silently skip.
+    pub fn new() -> Netns {
+        crate::require_root();
+        remove_stale();
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!("rc-{}-{}", std::process::id(), n);
+        ip(&["netns", "add", &name]).unwrap_or_else(|e| panic!("ip netns unavailable: {e}"));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["link", "set", "lo", "multicast", "on"]);
+        ns.ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> ARGS` and returns stdout; panics on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Multicast groups joined on `dev` (from `ip -n NS maddr show dev DEV`).
+    pub fn maddr(&self, dev: &str) -> String {
+        self.ip(&["maddr", "show", "dev", dev])
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            enter_current_thread(&name);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// Moves the calling thread into namespace `name` (a `/run/netns/` entry).
+/// Sockets the thread opens afterwards live in that namespace.
+pub fn enter_current_thread(name: &str) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: a valid open fd and a documented nstype; affects this thread only.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+}
+
+/// Deletes namespaces `rc-<pid>-<n>` left by a test process that no longer
+/// exists (a killed earlier run). Only our own naming scheme is touched.
+fn remove_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in list.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let mut parts = name.split('-');
+        if parts.next() != Some("rc") {
+            continue;
+        }
+        let Some(Ok(pid)) = parts.next().map(str::parse::<u32>) else {
+            continue;
+        };
+        if parts.next().map(str::parse::<u32>).is_none() {
+            continue;
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
