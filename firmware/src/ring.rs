@@ -183,7 +183,7 @@ impl<R: Region> Ring<R> {
     /// Appends whole TS packets. The writer never waits: old chunks are dropped.
     pub fn append(&mut self, mut packets: &[u8]) {
         assert!(
-            packets.len() % TS_PACKET_BYTES == 0,
+            packets.len().is_multiple_of(TS_PACKET_BYTES),
             "append takes whole packets"
         );
         while !packets.is_empty() {
