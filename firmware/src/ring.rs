@@ -241,6 +241,23 @@ impl<R: Region> Ring<R> {
         }
     }
 
+    /// Adds `flags` to the open chunk.
+    pub fn mark_open(&mut self, flags: ChunkFlags) {
+        let slot = self.slot(self.open_seq);
+        self.chunks[slot].flags = self.chunks[slot].flags.union(flags);
+    }
+
+    /// The newest chunk flagged [`ChunkFlags::KEYFRAME`] that is still
+    /// readable: where a new reader can start decoding at once.
+    pub fn newest_keyframe(&self) -> Option<ChunkInfo> {
+        let window_start = self.window_start();
+        (self.oldest_seq..=self.open_seq)
+            .rev()
+            .map(|seq| *self.chunk_ref(seq))
+            .take_while(|chunk| chunk.start >= window_start)
+            .find(|chunk| chunk.flags.contains(ChunkFlags::KEYFRAME) && chunk.length_bytes > 0)
+    }
+
     /// Forgets everything written so far (a new source took over the ring):
     /// new readers start at the head, and cursors from before are lapped.
     pub fn restart(&mut self) {
@@ -248,8 +265,19 @@ impl<R: Region> Ring<R> {
         self.oldest_seq = self.open_seq;
     }
 
-    /// Where a new reader starts: the start of the newest chunk with data.
+    /// Where a new reader starts: the newest keyframe chunk if there is one,
+    /// else the start of the newest chunk with data.
     pub fn live_start(&self) -> Cursor {
+        match self.newest_keyframe() {
+            Some(chunk) => Cursor {
+                position: chunk.start,
+            },
+            None => self.newest_chunk_start(),
+        }
+    }
+
+    /// The start of the newest chunk with data.
+    pub fn newest_chunk_start(&self) -> Cursor {
         let open = self.chunk_ref(self.open_seq);
         let position = if open.length_bytes > 0 || self.open_seq == self.oldest_seq {
             open.start
@@ -424,6 +452,23 @@ mod tests {
         let open = ring.chunk(0).expect("open chunk");
         assert!(open.flags.contains(ChunkFlags::DISCONTINUITY));
         assert!(open.flags.contains(ChunkFlags::KEYFRAME));
+    }
+
+    #[test]
+    fn new_readers_start_at_the_newest_keyframe() {
+        let mut ring = ring(4);
+        ring.append(&packets(3, 0));
+        ring.close_chunk(ChunkFlags::KEYFRAME);
+        let keyframe_at = ring.head();
+        ring.append(&packets(3, 3));
+        ring.close_chunk(ChunkFlags::NONE);
+        ring.append(&packets(2, 6));
+        assert_eq!(ring.live_start().position, keyframe_at);
+        ring.mark_open(ChunkFlags::KEYFRAME);
+        assert_eq!(
+            ring.live_start().position,
+            ring.newest_chunk_start().position
+        );
     }
 
     #[test]

@@ -13,9 +13,13 @@
 
 use ringcast_hal::{Region, Rng};
 
+use crate::limits::TS_PACKET_BYTES;
 use crate::ring::{ChunkFlags, Ring};
 use crate::stats::ChannelStats;
-use crate::wire::ts::Aligner;
+use crate::wire::ts::{Aligner, Packet};
+
+/// The PID of the Program Association Table (ISO/IEC 13818-1 §2.4.4.3).
+const PAT_PID: u16 = 0;
 
 /// Bytes of new data after which readers are woken even before the flush tick.
 pub const WAKE_BYTES: u64 = 64 * 1024;
@@ -29,6 +33,8 @@ pub struct Intake {
     last_wake_ms: u64,
     /// Set when the next packets follow a break in the source.
     pending_discontinuity: bool,
+    /// The open chunk began with a PAT and has no keyframe yet.
+    open_chunk_has_pat: bool,
 }
 
 /// What the driver should do after [`Intake::handle_bytes`].
@@ -57,6 +63,7 @@ impl Intake {
             unannounced_bytes: 0,
             last_wake_ms: 0,
             pending_discontinuity: false,
+            open_chunk_has_pat: false,
         }
     }
 
@@ -84,11 +91,13 @@ impl Intake {
     ) -> IntakeResult {
         let mut packet_bytes = 0u64;
         let pending_discontinuity = &mut self.pending_discontinuity;
+        let open_chunk_has_pat = &mut self.open_chunk_has_pat;
         self.aligner.push(bytes, &mut |packets: &[u8]| {
             if core::mem::take(pending_discontinuity) {
                 ring.close_chunk(ChunkFlags::DISCONTINUITY);
+                *open_chunk_has_pat = false;
             }
-            ring.append(packets);
+            append_marking_keyframes(ring, packets, open_chunk_has_pat);
             packet_bytes += packets.len() as u64;
         });
         let garbage_total = self.aligner.garbage_bytes();
@@ -125,6 +134,50 @@ impl Intake {
     pub fn has_unannounced(&self) -> bool {
         self.unannounced_bytes > 0
     }
+}
+
+/// Appends packets, starting a new chunk at every PAT and flagging a chunk
+/// as a keyframe when a random-access packet follows its PAT. A reader that
+/// starts at such a chunk gets the PAT, the PMT and then a keyframe, so it
+/// decodes from its first byte (encoders such as ffmpeg repeat PAT/PMT just
+/// before each keyframe).
+fn append_marking_keyframes<R: Region>(
+    ring: &mut Ring<R>,
+    packets: &[u8],
+    open_chunk_has_pat: &mut bool,
+) {
+    let mut run_start = 0;
+    for offset in (0..packets.len()).step_by(TS_PACKET_BYTES) {
+        let Ok(packet) = Packet::new_checked(&packets[offset..offset + TS_PACKET_BYTES]) else {
+            continue;
+        };
+        if packet.pid() == PAT_PID && packet.payload_unit_start() {
+            ring.append(&packets[run_start..offset]);
+            ring.close_chunk(ChunkFlags::NONE);
+            run_start = offset;
+            *open_chunk_has_pat = true;
+        } else if *open_chunk_has_pat && packet.random_access() && starts_video_pes(&packet) {
+            ring.mark_open(ChunkFlags::KEYFRAME);
+            *open_chunk_has_pat = false;
+        }
+    }
+    let seq_before = ring.open_seq();
+    ring.append(&packets[run_start..]);
+    if ring.open_seq() != seq_before {
+        // A full chunk was sealed: the new open chunk does not start at a PAT.
+        *open_chunk_has_pat = false;
+    }
+}
+
+/// True if the packet starts a PES packet of a video stream (stream ids
+/// 0xE0–0xEF, ISO/IEC 13818-1 table 2-22). Audio frames carry the
+/// random-access flag too, but a player needs a video keyframe to start.
+fn starts_video_pes(packet: &Packet<&[u8]>) -> bool {
+    let payload = packet.payload();
+    packet.payload_unit_start()
+        && payload.len() >= 4
+        && payload[..3] == [0, 0, 1]
+        && payload[3] & 0xF0 == 0xE0
 }
 
 /// Reconnection delays: exponential from `base_ms` to `max_ms`, with full
@@ -179,6 +232,11 @@ const PCR_MODULUS: u64 = (1u64 << 33) * 300;
 /// A PCR step larger than this (either way) is a discontinuity, not time.
 const PCR_JUMP_MAX_MS: u64 = 2_000;
 
+/// Ticks from `earlier` to `later` on the wrapping PCR clock.
+fn pcr_ticks_between(earlier: u64, later: u64) -> u64 {
+    (later % PCR_MODULUS + PCR_MODULUS - earlier % PCR_MODULUS) % PCR_MODULUS
+}
+
 /// Paces a looped file by its PCR.
 #[derive(Clone, Debug, Default)]
 pub struct Pacer {
@@ -204,14 +262,14 @@ impl Pacer {
             self.rebase(now_ms, pcr);
             return Some(now_ms);
         };
-        let forward = pcr.wrapping_sub(self.last_pcr) % PCR_MODULUS;
+        let forward = pcr_ticks_between(self.last_pcr, pcr);
         if forward / PCR_TICKS_PER_MS > PCR_JUMP_MAX_MS {
             // A jump (backwards, or far forwards): start a new timeline here.
             self.rebase(now_ms, pcr);
             return Some(now_ms);
         }
         self.last_pcr = pcr;
-        let elapsed_ticks = pcr.wrapping_sub(base_pcr) % PCR_MODULUS;
+        let elapsed_ticks = pcr_ticks_between(base_pcr, pcr);
         Some(base_ms + elapsed_ticks / PCR_TICKS_PER_MS)
     }
 
