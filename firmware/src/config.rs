@@ -84,8 +84,9 @@ Options:
                                leave and join multicast groups again this often,
                                for switches that forget members; 0 = never
                                [default: 0]
-      --gap-timeout SECONDS    reconnect to a source that sent nothing for this
-                               long, at least 1 [default: 15]
+      --gap-timeout SECONDS    keep viewers through a source gap this long; then
+                               disconnect them and reconnect an HTTP source,
+                               at least 1 [default: 15]
       --linger SECONDS         keep an on-demand channel open this long after
                                its last viewer leaves [default: 5]
       --stall-timeout SECONDS  disconnect a viewer that took no bytes for this
