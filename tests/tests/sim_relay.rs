@@ -259,7 +259,8 @@ fn relays_udp_to_http_players_byte_exact() {
 #[test]
 fn a_stalled_player_is_dropped_without_slowing_the_others() {
     let seed = 11;
-    let mut relay = relay(seed, 8, 2, 6_000);
+    // 30 000 packets last about 4.3 s: still flowing at the 4 s deadline.
+    let mut relay = relay(seed, 8, 2, 30_000);
     let healthy = Rc::new(RefCell::new(Capture::default()));
     let stalled = Rc::new(RefCell::new(Capture::default()));
     let clock = relay.world.clock();
@@ -279,17 +280,19 @@ fn a_stalled_player_is_dropped_without_slowing_the_others() {
         stalled.clone(),
     );
     relay.executor.try_spawn(task).expect("room");
-    relay.world.run_executor(&mut relay.executor, 7_000);
+    relay.world.run_executor(&mut relay.executor, 4_000);
     let sent = relay.sent.borrow();
     assert_contiguous(&healthy.borrow().body, &sent, seed);
-    // The healthy player got every byte from its start to the end of the
-    // stream, through the whole time the other one stalled.
+    // The healthy player got every byte from its start to within 50 ms of the
+    // live edge, through the whole time the other one stalled (its capture is
+    // one contiguous run, so nothing was skipped).
     let body = &healthy.borrow().body;
     let first_index = u64::from_be_bytes(body[180..188].try_into().unwrap()) as usize;
-    assert_eq!(
-        first_index * PACKET + body.len(),
-        sent.len(),
-        "seed {seed}: healthy player lost data"
+    let lag_bytes = sent.len() - (first_index * PACKET + body.len());
+    let lag_max_bytes = 50 * DATAGRAM_PACKETS * PACKET;
+    assert!(
+        lag_bytes <= lag_max_bytes,
+        "seed {seed}: healthy player {lag_bytes} bytes behind"
     );
     // It connected at about 100 ms (700 packets sent): it starts at the newest
     // keyframe chunk, which begins at a PAT every 200 packets.
