@@ -64,6 +64,7 @@ pub struct Daemon {
     netns: Option<String>,
     stdin: Option<ChildStdin>,
     log_thread: Option<std::thread::JoinHandle<()>>,
+    first_status: Option<Result<u16, String>>,
 }
 
 /// How long the daemon has to print its `listening on` line.
@@ -121,6 +122,7 @@ impl Daemon {
             netns: options.netns.clone(),
             stdin,
             log_thread: Some(log_thread),
+            first_status: None,
         };
         match daemon.wait_listening() {
             Ok(addr) => daemon.addr = addr,
@@ -130,7 +132,37 @@ impl Daemon {
                 daemon.logs().join("\n")
             ),
         }
+        daemon.wait_ready();
         daemon
+    }
+
+    /// Polls `GET /status` until it answers 200 (up to 5 s). Whether the very
+    /// first request after the `listening on` line was refused is kept in
+    /// [`Daemon::first_status`]; `http_api.rs` asserts on it, so the other
+    /// tests can test their own feature.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.try_request("GET", "/status", &[]).map(|r| r.status);
+            if self.first_status.is_none() {
+                self.first_status = Some(status.clone());
+            }
+            if status == Ok(200) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ringcast listens but GET /status never answered 200 within 5 s (last: {status:?})\n--- log ---\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the first `GET /status` right after the `listening on` line got.
+    pub fn first_status(&self) -> Result<u16, String> {
+        self.first_status.clone().expect("checked at start")
     }
 
     fn wait_listening(&mut self) -> Result<SocketAddr, String> {
@@ -203,14 +235,13 @@ impl Daemon {
     }
 
     /// One HTTP request to the daemon (from inside its namespace if any).
-    pub fn request(
+    pub fn try_request(
         &self,
         method: &str,
         path: &str,
         extra_headers: &[(&str, &str)],
-    ) -> HttpResponse {
+    ) -> Result<HttpResponse, String> {
         let addr = self.addr;
-        let what = format!("{method} {}", self.url(path));
         let method = method.to_string();
         let path = path.to_string();
         let headers: Vec<(String, String)> = extra_headers
@@ -224,7 +255,7 @@ impl Daemon {
                 .collect();
             http_request(addr, &method, &path, &refs, Duration::from_secs(10))
         };
-        let result = match &self.netns {
+        match &self.netns {
             Some(ns) => {
                 let ns = ns.clone();
                 std::thread::spawn(move || {
@@ -235,8 +266,18 @@ impl Daemon {
                 .expect("request thread")
             }
             None => go(),
-        };
-        result.unwrap_or_else(|e| panic!("{what}: {e}"))
+        }
+    }
+
+    /// [`Daemon::try_request`]; panics on a transport error.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        self.try_request(method, path, extra_headers)
+            .unwrap_or_else(|e| panic!("{method} {}: {e}", self.url(path)))
     }
 
     /// `GET path`.

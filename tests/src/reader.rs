@@ -150,10 +150,21 @@ impl Reader {
         }
     }
 
-    /// Starts `n` readers of the same options.
-    pub fn start_many(addr: SocketAddr, options: &ReaderOptions, n: usize) -> Vec<Reader> {
+    /// Starts `n` readers of the same options, `spacing` apart
+    /// (they then read concurrently; a zero spacing is a simultaneous burst).
+    pub fn start_many(
+        addr: SocketAddr,
+        options: &ReaderOptions,
+        n: usize,
+        spacing: Duration,
+    ) -> Vec<Reader> {
         (0..n)
-            .map(|_| Reader::start(addr, options.clone()))
+            .map(|i| {
+                if i > 0 && !spacing.is_zero() {
+                    std::thread::sleep(spacing);
+                }
+                Reader::start(addr, options.clone())
+            })
             .collect()
     }
 
