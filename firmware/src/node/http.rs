@@ -196,11 +196,13 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
         HeadRead::Complete(length) => length,
         HeadRead::TooLarge => {
             node.totals.http_bad_request.increment();
-            return send_status(node, &mut stream, response, Status::HeaderFieldsTooLarge).await;
+            send_status(node, &mut stream, response, Status::HeaderFieldsTooLarge).await;
+            return drain(node, &mut stream, request).await;
         }
         HeadRead::Malformed => {
             node.totals.http_bad_request.increment();
-            return send_status(node, &mut stream, response, Status::BadRequest).await;
+            send_status(node, &mut stream, response, Status::BadRequest).await;
+            return drain(node, &mut stream, request).await;
         }
         HeadRead::Gone => return node.totals.connections_dropped.increment(),
     };
@@ -245,6 +247,33 @@ async fn hand_to_stream_worker<N: Net + 'static, C: Clock + 'static>(
         let mut stream = job.stream;
         node.release_claim(channel);
         busy(node, &mut stream, response).await;
+    }
+}
+
+/// Reads and discards what the client is still sending (bounded in bytes and
+/// time) before closing, so that the close does not reset the connection and
+/// destroy the error response before the client has read it.
+async fn drain<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    buffer: &mut [u8],
+) {
+    const DRAIN_BYTES_MAX: usize = 256 * 1024;
+    const DRAIN_MS: u64 = 1000;
+    let deadline_ms = node.clock.now_ms() + DRAIN_MS;
+    let mut drained = 0;
+    while drained < DRAIN_BYTES_MAX {
+        match stream.read(buffer) {
+            Ok(0) => return,
+            Ok(count) => drained += count,
+            Err(error) if error.is_would_block() => {
+                let ready = first_of(stream.readable(), node.clock.sleep_until(deadline_ms)).await;
+                if let Either::Right(()) = ready {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
     }
 }
 

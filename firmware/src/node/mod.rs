@@ -260,6 +260,12 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
         seed: u64,
     ) -> Result<Self, N::Error> {
         use ringcast_hal::TcpListener as _;
+        assert!(
+            channels.len() <= crate::limits::CHANNELS_MAX,
+            "config allowed too many channels"
+        );
+        assert!(settings.on_demand_channels <= crate::limits::ON_DEMAND_CHANNELS_MAX);
+        assert!(settings.readers_max >= 1 && settings.readers_max <= crate::limits::READERS_MAX);
         let listener = net.tcp_listen(listen, 1024)?;
         let listen_address = listener.local_addr()?;
         let static_channels = channels.len();
