@@ -44,16 +44,17 @@ pub fn check_capture(
         r.body.len(),
         "{who}: capture exceeded keep_bytes"
     );
-    let offset = ts::assert_contiguous_run(who, &r.body, Sent::Cyclic(source.file));
-    let seconds = r.body.len() as f64 * 8.0 / source.rate_bps;
+    let capture = r.packets();
+    let offset = ts::assert_contiguous_run(who, capture, Sent::Cyclic(source.file));
+    let seconds = capture.len() as f64 * 8.0 / source.rate_bps;
     let want = source.rate_bps / 8.0 * (read_for.as_secs_f64() - 1.5) * 0.8;
     assert!(
         r.body.len() as f64 >= want,
         "{who}: got {} bytes in {read_for:?}, want >= {want:.0} (80% of the source rate, minus start-up)",
         r.body.len()
     );
-    let wraps = ts::wraps(offset, r.body.len(), source.file.len());
-    let report = ffmpeg_decode_check(&r.body, dir, &who.replace([' ', '/', '#'], "_"));
+    let wraps = ts::wraps(offset, capture.len(), source.file.len());
+    let report = ffmpeg_decode_check(capture, dir, &who.replace([' ', '/', '#'], "_"));
     // From the first keyframe (at most a GOP in, 1-2 s) to the end; audio
     // frames are 1024 samples at 48 kHz (~47/s).
     let decodable = (seconds - 2.5).max(0.5);
@@ -62,7 +63,7 @@ pub fn check_capture(
     report.assert_clean(who, min_video, min_audio, 2 * wraps);
     format!(
         "{who}: {} bytes ({seconds:.1} s of stream) from sent offset {offset}, {} video / {} audio frames decoded, {} loop wraps",
-        r.body.len(),
+        capture.len(),
         report.video_frames,
         report.audio_frames,
         wraps

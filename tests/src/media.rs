@@ -328,13 +328,17 @@ pub fn ffmpeg_decode_check(capture: &[u8], dir: &Path, name: &str) -> DecodeRepo
             report.audio_frames += 1;
         }
     }
+    let mut corrupt = std::collections::BTreeSet::new();
     for line in String::from_utf8_lossy(&out.stderr).lines() {
         if line.contains("[error]") || line.contains("[fatal]") || line.contains("[panic]") {
             report.errors.push(line.to_string());
-        } else if line.contains("Packet corrupt") {
-            report.corrupt_packets += 1;
+        } else if let Some(at) = line.find("Packet corrupt") {
+            // ffmpeg may repeat the warning for one packet: count distinct
+            // "(stream = S, dts = D)".
+            corrupt.insert(line[at..].to_string());
         }
     }
+    report.corrupt_packets = corrupt.len();
     if !out.status.success() {
         report
             .errors

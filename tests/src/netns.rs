@@ -1,7 +1,7 @@
 //! A network namespace that the test creates and deletes (also on panic).
 //!
 //! `Netns::new()` runs `ip netns add rc-<pid>-<n>`, brings `lo` up with the
-//! MULTICAST flag and a `224.0.0.0/4 dev lo` route so that multicast sent and
+//! MULTICAST flag and a `224.0.0.0/4 dev lo src 127.0.0.1` route so that multicast sent and
 //! joined inside the namespace stays on its loopback. Nothing inside can reach
 //! any other network. Threads enter it with [`enter_current_thread`]
 //! (`setns(2)` with `CLONE_NEWNET` changes only the calling thread), processes
@@ -46,7 +46,17 @@ impl Netns {
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
         ns.ip(&["link", "set", "lo", "multicast", "on"]);
-        ns.ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]);
+        // `src` matters: without it multicast sent here has source 0.0.0.0
+        // (127.0.0.1 is host-scoped), and source-specific joins never match.
+        ns.ip(&[
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "lo",
+            "src",
+            "127.0.0.1",
+        ]);
         ns
     }
 

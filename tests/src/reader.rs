@@ -106,6 +106,13 @@ impl ReaderResult {
         self.bytes_between(from, to) as f64 * 8.0 / (to - from).as_secs_f64()
     }
 
+    /// The captured body up to its last whole 188-byte packet. A reader
+    /// stops (or is cut off) at an arbitrary byte, so the tail may be a
+    /// partial packet; everything before it must be whole packets.
+    pub fn packets(&self) -> &[u8] {
+        &self.body[..self.body.len() / crate::ts::PACKET * crate::ts::PACKET]
+    }
+
     /// Panics unless the head is `200`, `Content-Type: video/mp2t`, and has
     /// no `Content-Length`.
     pub fn assert_stream_head(&self, who: &str) {

@@ -110,7 +110,7 @@ fn burst_of_twenty_simultaneous_players_is_served() {
             "burst #{i} got {} bytes",
             r.total_bytes
         );
-        ts::assert_contiguous_run(&format!("burst #{i}"), &r.body, ts::Sent::Cyclic(&file));
+        ts::assert_contiguous_run(&format!("burst #{i}"), r.packets(), ts::Sent::Cyclic(&file));
     }
 }
 
