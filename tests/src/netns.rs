@@ -34,6 +34,7 @@ fn ip(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+#[allow(clippy::new_without_default)] // creating a namespace is a side effect, not a default value
 impl Netns {
     /// Creates the namespace. Panics (fails the test) when `ip netns` is not
     /// usable: these tests must not silently skip.

@@ -48,7 +48,7 @@ pub struct SendPlan {
 impl SendPlan {
     pub fn new(data: Arc<Vec<u8>>, rate_bps: f64, duration: Duration) -> SendPlan {
         assert!(
-            !data.is_empty() && data.len() % PACKET == 0,
+            !data.is_empty() && data.len().is_multiple_of(PACKET),
             "send whole TS packets"
         );
         SendPlan {
@@ -302,7 +302,7 @@ fn stream_paced(
         let mut size = WRITE_SIZES[i % WRITE_SIZES.len()];
         i += 1;
         if let (Some(at), Some(g)) = (next_garbage, plan.garbage) {
-            if Instant::now() >= at && offset % PACKET as u64 == 0 {
+            if Instant::now() >= at && offset.is_multiple_of(PACKET as u64) {
                 let junk = garbage_bytes(g.bytes, &mut seed);
                 if let Err(e) = frame(w, &junk) {
                     stats

@@ -102,7 +102,7 @@ pub fn packets(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Whole packets, each starting with 0x47.
 pub fn check_aligned(data: &[u8]) -> Result<(), String> {
-    if data.len() % PACKET != 0 {
+    if !data.len().is_multiple_of(PACKET) {
         return Err(format!("length {} is not a multiple of 188", data.len()));
     }
     if let Some(i) = packets(data).position(|p| p[0] != SYNC) {
@@ -252,7 +252,7 @@ pub fn find_contiguous_run(capture: &[u8], sent: Sent) -> Result<usize, String> 
     if capture.is_empty() {
         return Err("empty capture".into());
     }
-    if sent.bytes().len() % PACKET != 0 || sent.bytes().is_empty() {
+    if !sent.bytes().len().is_multiple_of(PACKET) || sent.bytes().is_empty() {
         return Err("sent data is not whole packets".into());
     }
     let total = capture.len() / PACKET;
