@@ -72,6 +72,45 @@ impl Netns {
         ip(&all).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Adds a veth pair `a` <-> `b`, both inside this namespace and up, with
+    /// IPv6 link-local addresses ready (DAD off). Multicast sent out of `a`
+    /// arrives on `b`, like on a real LAN, without leaving the namespace.
+    pub fn add_veth(&self, a: &str, b: &str) {
+        for conf in ["all", "default"] {
+            let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name, "sysctl", "-qw", &key])
+                .output()
+                .expect("run sysctl in namespace");
+            assert!(out.status.success(), "sysctl {key}: {out:?}");
+        }
+        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        self.ip(&["link", "set", a, "up"]);
+        self.ip(&["link", "set", b, "up"]);
+        let ready = crate::wait_for(std::time::Duration::from_secs(10), || {
+            [a, b]
+                .iter()
+                .all(|dev| {
+                    let addr = self.ip(&["-6", "addr", "show", "dev", dev]);
+                    addr.contains("fe80") && !addr.contains("tentative")
+                })
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "veth {a}/{b} got no IPv6 link-local address"
+        );
+    }
+
+    /// The interface index of `dev` inside the namespace.
+    pub fn ifindex(&self, dev: &str) -> u32 {
+        let out = self.ip(&["-o", "link", "show", "dev", dev]);
+        out.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no ifindex in {out:?}"))
+    }
+
     /// Multicast groups joined on `dev` (from `ip -n NS maddr show dev DEV`).
     pub fn maddr(&self, dev: &str) -> String {
         self.ip(&["maddr", "show", "dev", dev])

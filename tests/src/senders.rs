@@ -43,6 +43,8 @@ pub struct SendPlan {
     pub garbage: Option<Garbage>,
     /// Enter this namespace first.
     pub netns: Option<String>,
+    /// Interface index for IPv6 multicast (IPV6_MULTICAST_IF).
+    pub multicast_if_v6: Option<u32>,
 }
 
 impl SendPlan {
@@ -58,6 +60,7 @@ impl SendPlan {
             gap: None,
             garbage: None,
             netns: None,
+            multicast_if_v6: None,
         }
     }
 
@@ -206,6 +209,9 @@ pub fn udp_sender(dest: SocketAddr, rtp: bool, plan: SendPlan) -> Sender {
             let _ = socket.set_multicast_ttl_v4(1);
             let _ = socket.set_multicast_loop_v4(true);
         }
+        if let (Some(index), true) = (plan.multicast_if_v6, dest.is_ipv6()) {
+            set_multicast_if_v6(&socket, index);
+        }
         let pacer = Pacer::new(&plan);
         let ssrc: u32 = 0x5249_4e47 ^ std::process::id();
         let mut piece = Vec::with_capacity(DATAGRAM_TS_BYTES);
@@ -240,6 +246,27 @@ pub fn udp_sender(dest: SocketAddr, rtp: bool, plan: SendPlan) -> Sender {
             offset += DATAGRAM_TS_BYTES as u64;
         }
     })
+}
+
+fn set_multicast_if_v6(socket: &UdpSocket, index: u32) {
+    use std::os::fd::AsRawFd;
+    let value = index as libc::c_int;
+    // SAFETY: setsockopt on an open socket with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_IF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "IPV6_MULTICAST_IF: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Uneven write sizes (not multiples of 188) for stream sources.

@@ -245,3 +245,14 @@ fn file_loop() {
     let daemon = Daemon::start(&args);
     read_and_check(daemon, "fl", "file_loop", &m);
 }
+
+/// The same bar with `--send-mode copy` (plain writes instead of sendfile).
+#[test]
+fn file_loop_send_mode_copy() {
+    let m = media();
+    let mut args = base_args();
+    args.extend(["--send-mode".into(), "copy".into(), "--channel".into()]);
+    args.push(format!("fc=file:{}", m.path.display()));
+    let daemon = Daemon::start(&args);
+    read_and_check(daemon, "fc", "file_loop_copy", &m);
+}

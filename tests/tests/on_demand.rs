@@ -230,3 +230,42 @@ fn udp_on_demand_source_specific() {
     drop(sender);
     assert!(daemon.stop().success());
 }
+
+/// `/udp/[ff15::1]:PORT`: IPv6 on demand. The sender multicasts out of one
+/// end of a veth pair inside the namespace; the daemon joins on the other.
+#[test]
+fn udp_on_demand_ipv6() {
+    let (data, rate) = media();
+    let ns = Netns::new();
+    ns.add_veth("rcv0", "rcv1");
+    let group: SocketAddr = "[ff15::4242]:5040".parse().unwrap();
+    let daemon = Daemon::start_with(
+        DaemonOptions::new(&["--listen", "127.0.0.1:0", "--multicast-if", "rcv1"]).netns(ns.name()),
+    );
+    let mut plan =
+        SendPlan::new(data.clone(), rate, Duration::from_secs(40)).netns(Some(ns.name()));
+    plan.multicast_if_v6 = Some(ns.ifindex("rcv0"));
+    let sender = udp_sender(group, false, plan);
+    let read_for = Duration::from_secs(5);
+    let options = ReaderOptions::new(&format!("/udp/{group}"), read_for).netns(Some(ns.name()));
+    let reader = Reader::start(daemon.addr(), options);
+    let seen = wait_for(Duration::from_secs(5), || {
+        ns.maddr("rcv1").contains("ff15::4242").then_some(())
+    });
+    let maddr = ns.maddr("rcv1");
+    let r = reader.join();
+    assert!(seen.is_some(), "ff15::4242 not joined on rcv1: {maddr}");
+    let dir = scratch_dir("on_demand_ipv6");
+    let source = Source {
+        file: &data,
+        rate_bps: rate,
+        fps: 25.0,
+    };
+    println!(
+        "{}",
+        check_capture("ipv6 on-demand", &r, &source, read_for, &dir)
+    );
+    let stats = sender.finish();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(daemon.stop().success());
+}
