@@ -76,14 +76,15 @@ impl Netns {
     /// IPv6 link-local addresses ready (DAD off). Multicast sent out of `a`
     /// arrives on `b`, like on a real LAN, without leaving the namespace.
     pub fn add_veth(&self, a: &str, b: &str) {
-        for conf in ["all", "default"] {
-            let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
-            let out = Command::new("ip")
-                .args(["netns", "exec", &self.name, "sysctl", "-qw", &key])
-                .output()
-                .expect("run sysctl in namespace");
-            assert!(out.status.success(), "sysctl {key}: {out:?}");
-        }
+        // Through a shell inside the namespace: /proc/sys/net belongs to the
+        // opener's namespace, and `sysctl` (procps) may not be installed.
+        let script = "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
+                      echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .expect("run sh in namespace");
+        assert!(out.status.success(), "disable IPv6 DAD: {out:?}");
         self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
         self.ip(&["link", "set", a, "up"]);
         self.ip(&["link", "set", b, "up"]);

@@ -106,10 +106,22 @@ pub fn check_aligned(data: &[u8]) -> Result<(), String> {
         return Err(format!("length {} is not a multiple of 188", data.len()));
     }
     if let Some(i) = packets(data).position(|p| p[0] != SYNC) {
+        let at = i * PACKET;
+        // Where do packets resume? The first offset after which 5 sync
+        // bytes follow 188 apart: tells a partial packet from noise.
+        let resync = (at.saturating_sub(PACKET - 1)..data.len())
+            .find(|&j| (0..5).all(|k| data.get(j + k * PACKET) == Some(&SYNC)));
+        let detail = match resync {
+            Some(j) if j > at => format!("{} stray bytes, packets resume at byte {j}", j - at),
+            Some(j) => format!(
+                "the packet before it was cut short after {} bytes (packets resume at byte {j})",
+                j - (at - PACKET)
+            ),
+            None => "no realignment after it".to_string(),
+        };
         return Err(format!(
-            "packet #{i} (byte {}) starts with {:#04x}, not 0x47",
-            i * PACKET,
-            data[i * PACKET]
+            "packet #{i} (byte {at}) starts with {:#04x}, not 0x47: {detail}",
+            data[at]
         ));
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringcast_tests::check::{check_capture, Source};
 use ringcast_tests::daemon::{find_channel, json_u64};
 use ringcast_tests::http::raw_request;
 use ringcast_tests::reader::End;
@@ -121,12 +122,16 @@ fn stalled_reader_is_skipped_forward_and_others_keep_their_rate() {
         rate,
         0.9,
     );
+    let dir = scratch_dir("isolation_skip_others");
+    let source = Source {
+        file: &data,
+        rate_bps: rate,
+        fps: 25.0,
+    };
     for (i, r) in others.iter().enumerate() {
-        assert_eq!(r.end, End::Duration, "other reader #{i}");
-        ts::assert_contiguous_run(
-            &format!("other reader #{i}"),
-            r.packets(),
-            Sent::Cyclic(&data),
+        println!(
+            "{}",
+            check_capture(&format!("other reader #{i}"), r, &source, read_for, &dir)
         );
     }
 
@@ -144,8 +149,9 @@ fn stalled_reader_is_skipped_forward_and_others_keep_their_rate() {
     assert_eq!(json_u64(&ch, "/drops"), 0, "{ch}");
     let dir = scratch_dir("isolation_skip");
     std::fs::write(dir.join("stalled.ts"), &stalled.body).unwrap();
-    let segments = ts::segments(stalled.packets(), Sent::Cyclic(&data), 50)
-        .unwrap_or_else(|e| panic!("stalled reader got bytes the source never sent: {e}"));
+    let segments = ts::segments(stalled.packets(), Sent::Cyclic(&data), 50).unwrap_or_else(|e| {
+        panic!("stalled reader: capture is not whole packets of the source: {e}")
+    });
     println!(
         "stalled reader: {} bytes in {} contiguous segments: {segments:?}",
         stalled.body.len(),
@@ -453,12 +459,16 @@ fn bad_input_does_not_hurt_readers_or_grow_memory() {
         good_rate,
         0.9,
     );
+    let dir = scratch_dir("isolation_bad_input");
+    let source = Source {
+        file: &good,
+        rate_bps: good_rate,
+        fps: 25.0,
+    };
     for (i, r) in good_results.iter().enumerate() {
-        assert_eq!(r.end, End::Duration, "good reader #{i}");
-        ts::assert_contiguous_run(
-            &format!("good reader #{i}"),
-            r.packets(),
-            Sent::Cyclic(&good),
+        println!(
+            "{}",
+            check_capture(&format!("good reader #{i}"), r, &source, read_for, &dir)
         );
     }
     for (i, r) in bad_results.iter().enumerate() {
