@@ -32,6 +32,9 @@ pub struct ReaderOptions {
     pub stall: Option<(Duration, Duration)>,
     /// Tiny SO_RCVBUF and TCP_MAXSEG, set before connect().
     pub small_socket: bool,
+    /// Wait here after connect() and before sending the request, so a group
+    /// of readers is connected at once before any request arrives.
+    pub barrier: Option<Arc<std::sync::Barrier>>,
 }
 
 impl ReaderOptions {
@@ -45,6 +48,7 @@ impl ReaderOptions {
             netns: None,
             stall: None,
             small_socket: false,
+            barrier: None,
         }
     }
 
@@ -280,8 +284,12 @@ fn read_stream(
     stop: &AtomicBool,
     r: &mut ReaderResult,
 ) -> Result<End, String> {
-    let mut stream = connect(addr, o.small_socket, Duration::from_secs(5))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let connected = connect(addr, o.small_socket, Duration::from_secs(5));
+    // Wait even if connect failed, or the others would wait for ever.
+    if let Some(barrier) = &o.barrier {
+        barrier.wait();
+    }
+    let mut stream = connected.map_err(|e| format!("connect {addr}: {e}"))?;
     let request = format!(
         "{} {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringcast-tests\r\nAccept: */*\r\n\r\n",
         o.method, o.path

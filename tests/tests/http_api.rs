@@ -79,12 +79,15 @@ fn first_request_after_listening_line_is_served() {
 }
 
 /// 20 players connecting in the same instant (fewer than --readers-max) are
-/// all served.
+/// all served: none gets a 503 while the reader limit is not reached.
 #[test]
 fn burst_of_twenty_simultaneous_players_is_served() {
     let (channel, path) = file_channel("burst");
     let daemon = Daemon::start(&[LISTEN[0], LISTEN[1], "--channel", &channel]);
-    let options = ReaderOptions::new("/channel/burst.ts", Duration::from_secs(3));
+    let mut options = ReaderOptions::new("/channel/burst.ts", Duration::from_secs(3));
+    // All 20 connect first, then all send their request: 20 players that
+    // start together, as after a power cut, and fewer than --readers-max.
+    options.barrier = Some(std::sync::Arc::new(std::sync::Barrier::new(20)));
     let readers = Reader::start_many(daemon.addr(), &options, 20, Duration::ZERO);
     let results: Vec<_> = readers.into_iter().map(Reader::join).collect();
     let file = std::fs::read(path).unwrap();
