@@ -27,7 +27,7 @@ pub const HTTP_HEADER_BYTES_MAX: usize = 8 * 1024;
 pub const HTTP_HEADERS_MAX: usize = 32;
 
 /// Bytes of a rendered small response (status JSON, HTML, playlist).
-pub const RESPONSE_BYTES_MAX: usize = 64 * 1024;
+pub const RESPONSE_BYTES_MAX: usize = 32 * 1024;
 
 /// Bytes of a channel name.
 pub const CHANNEL_NAME_BYTES_MAX: usize = 32;

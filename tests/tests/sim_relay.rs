@@ -19,6 +19,9 @@ const RELAY: [u8; 4] = [10, 0, 0, 1];
 const SENDER: [u8; 4] = [10, 0, 0, 2];
 const HTTP_PORT: u16 = 8090;
 const UDP_PORT: u16 = 5000;
+/// A time that never comes, and a pause that never happens.
+const NEVER: u64 = u64::MAX / 2;
+const NO_PAUSE: (u64, u64) = (NEVER, NEVER);
 /// Datagrams of 7 packets every millisecond: about 10.5 Mbit/s.
 const DATAGRAM_PACKETS: usize = 7;
 
@@ -69,6 +72,22 @@ struct Relay {
 }
 
 fn relay(seed: u64, readers_max: usize, extra_tasks: usize, stream_packets: usize) -> Relay {
+    relay_with_ring(
+        seed,
+        readers_max,
+        extra_tasks,
+        stream_packets,
+        2 * 1024 * 1024,
+    )
+}
+
+fn relay_with_ring(
+    seed: u64,
+    readers_max: usize,
+    extra_tasks: usize,
+    stream_packets: usize,
+    ring_bytes: usize,
+) -> Relay {
     let world = SimWorld::new(seed);
     let source = Source::Udp {
         group: IpAddr::V4(Ipv4Addr::from(RELAY)),
@@ -79,7 +98,7 @@ fn relay(seed: u64, readers_max: usize, extra_tasks: usize, stream_packets: usiz
     let channel = ChannelSetup {
         name: "sim".into(),
         source,
-        ring_bytes: 2 * 1024 * 1024,
+        ring_bytes,
     };
     let listen = SocketAddr::new(Ipv4Addr::from(RELAY).into(), HTTP_PORT);
     let node = Node::new(
@@ -133,13 +152,14 @@ struct Capture {
     closed: bool,
 }
 
-/// Connects at `start_ms`, asks for the channel and reads until `stop_reading_ms`
-/// (then keeps the connection open without reading) or the end.
+/// Connects at `start_ms`, asks for the channel and reads to the end, except
+/// between `pause_ms.0` and `pause_ms.1`, when it keeps the connection open
+/// without reading.
 async fn player(
     net: SimNet,
     clock: SimClock,
     start_ms: u64,
-    stop_reading_ms: u64,
+    pause_ms: (u64, u64),
     capture: Rc<RefCell<Capture>>,
 ) {
     clock.sleep_until(start_ms).await;
@@ -151,14 +171,19 @@ async fn player(
     assert_eq!(stream.write(request).expect("request fits"), request.len());
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
-        if clock.now_ms() >= stop_reading_ms {
-            clock.sleep_until(u64::MAX / 2).await;
+        let now_ms = clock.now_ms();
+        if now_ms >= pause_ms.0 && now_ms < pause_ms.1 {
+            clock.sleep_until(pause_ms.1).await;
         }
         match stream.read(&mut buffer) {
             Ok(0) => break,
             Ok(count) => take_bytes(&mut capture.borrow_mut(), &buffer[..count]),
             Err(error) if error.is_would_block() => {
-                let deadline_ms = stop_reading_ms;
+                let deadline_ms = if clock.now_ms() < pause_ms.0 {
+                    pause_ms.0
+                } else {
+                    NEVER
+                };
                 let readable = stream.readable();
                 futures_or(readable, clock.sleep_until(deadline_ms)).await;
             }
@@ -221,7 +246,7 @@ fn relays_udp_to_http_players_byte_exact() {
                 net,
                 relay.world.clock(),
                 start_ms,
-                u64::MAX,
+                NO_PAUSE,
                 capture.clone(),
             );
             relay.executor.try_spawn(task).expect("room for players");
@@ -268,7 +293,7 @@ fn a_stalled_player_is_dropped_without_slowing_the_others() {
         relay.world.host([10, 0, 1, 1]),
         clock.clone(),
         100,
-        u64::MAX,
+        NO_PAUSE,
         healthy.clone(),
     );
     relay.executor.try_spawn(task).expect("room");
@@ -276,7 +301,7 @@ fn a_stalled_player_is_dropped_without_slowing_the_others() {
         relay.world.host([10, 0, 1, 2]),
         clock,
         100,
-        300,
+        (300, NEVER),
         stalled.clone(),
     );
     relay.executor.try_spawn(task).expect("room");
@@ -329,7 +354,7 @@ fn players_over_the_limit_get_503() {
         relay.world.host([10, 0, 1, 1]),
         clock.clone(),
         100,
-        u64::MAX,
+        NO_PAUSE,
         first.clone(),
     );
     relay.executor.try_spawn(task).expect("room");
@@ -337,7 +362,7 @@ fn players_over_the_limit_get_503() {
         relay.world.host([10, 0, 1, 2]),
         clock,
         300,
-        u64::MAX,
+        NO_PAUSE,
         second.clone(),
     );
     relay.executor.try_spawn(task).expect("room");
@@ -348,4 +373,58 @@ fn players_over_the_limit_get_503() {
     assert!(head.starts_with("HTTP/1.1 503"), "seed {seed}: {head}");
     assert!(head.contains("Retry-After:"), "seed {seed}: {head}");
     assert_eq!(relay.node.totals.http_rejected.get(), 1);
+}
+
+#[test]
+fn a_lapped_player_gets_only_whole_packets_and_restarts_at_a_keyframe() {
+    let seed = 31;
+    // A 256 KiB ring holds about 190 ms of this stream: a 1 s pause laps it.
+    let mut relay = relay_with_ring(seed, 4, 1, 20_000, 256 * 1024);
+    let capture = Rc::new(RefCell::new(Capture::default()));
+    let net = relay.world.host([10, 0, 1, 1]);
+    let task = player(net, relay.world.clock(), 100, (500, 1_500), capture.clone());
+    relay.executor.try_spawn(task).expect("room");
+    relay.world.run_executor(&mut relay.executor, 2_500);
+    let sent = relay.sent.borrow();
+    let body = &capture.borrow().body;
+    assert_eq!(body.len() % PACKET, 0, "seed {seed}: whole packets only");
+    let indexes: Vec<usize> = body
+        .chunks(PACKET)
+        .map(|packet| {
+            assert_eq!(packet[0], 0x47, "seed {seed}: misaligned packet");
+            let index = u64::from_be_bytes(packet[180..188].try_into().unwrap()) as usize;
+            assert_eq!(
+                packet,
+                &sent[index * PACKET..(index + 1) * PACKET],
+                "seed {seed}"
+            );
+            index
+        })
+        .collect();
+    let jumps: Vec<usize> = (1..indexes.len())
+        .filter(|&i| indexes[i] != indexes[i - 1] + 1)
+        .collect();
+    assert!(
+        !jumps.is_empty(),
+        "seed {seed}: the player was never lapped"
+    );
+    for &jump in &jumps {
+        assert!(
+            indexes[jump] > indexes[jump - 1],
+            "seed {seed}: went backwards"
+        );
+        assert_eq!(
+            indexes[jump] % 200,
+            0,
+            "seed {seed}: resumed at packet {} (not a keyframe)",
+            indexes[jump]
+        );
+    }
+    let channel = &relay.node.channels[0];
+    assert_eq!(
+        channel.stats.skips.get() as usize,
+        jumps.len(),
+        "seed {seed}: each skip is counted"
+    );
+    assert_eq!(channel.stats.drops.get(), 0, "seed {seed}");
 }

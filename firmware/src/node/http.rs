@@ -18,26 +18,24 @@ use crate::wire::SliceWriter;
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_S: u32 = 5;
 
-/// The answer sent straight from the acceptor when no control worker is idle.
-const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-Content-Length: 5\r\nRetry-After: 5\r\nConnection: close\r\n\r\nbusy\n";
-
-/// Accepts connections and hands them to idle control workers.
+/// Accepts connections and hands them to idle control workers. When every
+/// control worker is busy it stops accepting, so new connections wait in the
+/// kernel's listen backlog (bounded) until a worker is free; a busy worker is
+/// free again within the header timeout at worst.
 pub async fn accept_loop<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, C>>) {
     let mut error_logged = false;
     loop {
+        node.control.wait_idle().await;
         if node.listener.readable().await.is_err() {
             continue;
         }
-        loop {
+        while node.control.idle_count() > 0 {
             match node.listener.accept() {
                 Ok((stream, _peer)) => {
                     error_logged = false;
                     node.totals.http_requests.increment();
-                    if let Err(mut stream) = node.control.try_give(stream) {
-                        node.totals.http_rejected.increment();
-                        let _ = stream.write(BUSY_RESPONSE);
-                    }
+                    let given = node.control.try_give(stream);
+                    assert!(given.is_ok(), "an idle control worker was counted");
                 }
                 Err(error) if error.is_would_block() => break,
                 Err(error) => {
@@ -109,9 +107,19 @@ async fn read_head<N: Net + 'static, C: Clock + 'static>(
 pub(super) async fn write_all<N: Net + 'static, C: Clock + 'static>(
     node: &Node<N, C>,
     stream: &mut N::Stream,
-    mut bytes: &[u8],
+    bytes: &[u8],
 ) -> bool {
     let deadline_ms = node.clock.now_ms() + node.settings.header_timeout_ms;
+    write_all_until(node, stream, bytes, deadline_ms).await
+}
+
+/// Writes all of `bytes`, giving up at `deadline_ms`.
+pub(super) async fn write_all_until<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    mut bytes: &[u8],
+    deadline_ms: u64,
+) -> bool {
     while !bytes.is_empty() {
         match stream.write(bytes) {
             Ok(count) => bytes = &bytes[count..],
@@ -215,11 +223,14 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
             index,
             head_only: false,
         } => hand_to_stream_worker(node, stream, response, index).await,
-        Wanted::OnDemand { target, head_only } => match node.claim_on_demand(target) {
-            Some(index) if head_only => {
-                send_stream_head(node, &mut stream, response, index).await;
-                node.release_claim(index);
-            }
+        // A HEAD (Kodi sends one first) answers without joining the group.
+        Wanted::OnDemand {
+            head_only: true, ..
+        } => send_stream_head(node, &mut stream, response, 0).await,
+        Wanted::OnDemand {
+            target,
+            head_only: false,
+        } => match node.claim_on_demand(target) {
             Some(index) => hand_to_stream_worker(node, stream, response, index).await,
             None => busy(node, &mut stream, response).await,
         },
@@ -458,6 +469,10 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
         let mut name = channel.name.borrow_mut();
         name.clear();
         let _ = write!(name, "{target}");
+        // Shown as `udp/GROUP:PORT`: the path without its leading slash.
+        if name.starts_with('/') {
+            name.remove(0);
+        }
         let mut source = channel.source.borrow_mut();
         source.clear();
         let _ = write!(source, "{target}");

@@ -138,6 +138,8 @@ impl<R: ringcast_hal::Region> Channel<R> {
 /// A fixed set of idle workers, each waiting for one item.
 pub struct Handoff<T> {
     slots: Box<[HandoffSlot<T>]>,
+    /// Woken when a worker becomes idle (the acceptor waits on it).
+    idle_waiter: RefCell<Option<Waker>>,
 }
 
 struct HandoffSlot<T> {
@@ -155,7 +157,10 @@ impl<T> Handoff<T> {
                 waker: RefCell::new(None),
             })
             .collect();
-        Self { slots }
+        Self {
+            slots,
+            idle_waiter: RefCell::new(None),
+        }
     }
 
     /// Gives `item` to an idle worker, or hands it back if none is idle.
@@ -179,12 +184,26 @@ impl<T> Handoff<T> {
     pub fn take(&self, index: usize) -> impl Future<Output = T> + '_ {
         let slot = &self.slots[index];
         slot.idle.set(true);
+        if let Some(waker) = self.idle_waiter.borrow_mut().take() {
+            waker.wake();
+        }
         core::future::poll_fn(move |context| {
             if let Some(item) = slot.item.borrow_mut().take() {
                 slot.idle.set(false);
                 return Poll::Ready(item);
             }
             *slot.waker.borrow_mut() = Some(context.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Resolves once some worker is idle.
+    pub fn wait_idle(&self) -> impl Future<Output = ()> + '_ {
+        core::future::poll_fn(move |context| {
+            if self.idle_count() > 0 {
+                return Poll::Ready(());
+            }
+            *self.idle_waiter.borrow_mut() = Some(context.waker().clone());
             Poll::Pending
         })
     }

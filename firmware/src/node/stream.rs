@@ -14,8 +14,9 @@ use std::rc::Rc;
 
 use ringcast_hal::{Clock, Error as _, Net, TcpStream as _};
 
-use super::http::write_all;
+use super::http::{write_all, write_all_until};
 use super::{first_of, Channel, Either, Node, StreamJob};
+use crate::limits::TS_PACKET_BYTES;
 use crate::ring::{Cursor, Readable};
 use crate::wire::http;
 use crate::wire::SliceWriter;
@@ -96,6 +97,36 @@ fn send_some<S: ringcast_hal::TcpStream<Region = R>, R: ringcast_hal::Region>(
     }
 }
 
+/// The rest of a packet the socket took only part of, kept so that a reader
+/// who is lapped mid-packet can still be given a whole packet before it is
+/// moved forward: players must only ever see whole, aligned packets.
+struct PacketTail {
+    bytes: [u8; TS_PACKET_BYTES],
+    length: usize,
+}
+
+impl PacketTail {
+    /// Copies the rest of the packet at `cursor` out of the ring (called right
+    /// after a send, while those bytes are certainly still there).
+    fn capture<R: ringcast_hal::Region>(&mut self, channel: &Channel<R>, cursor: Cursor) {
+        let missing = (TS_PACKET_BYTES - (cursor.position % TS_PACKET_BYTES as u64) as usize)
+            % TS_PACKET_BYTES;
+        self.length = 0;
+        if missing == 0 {
+            return;
+        }
+        let ring = channel.ring.borrow();
+        if let Readable::Data { first, second } = ring.readable(cursor, missing) {
+            for span in core::iter::once(first).chain(second) {
+                let bytes = ring.bytes(span);
+                self.bytes[self.length..self.length + bytes.len()].copy_from_slice(bytes);
+                self.length += bytes.len();
+            }
+        }
+        assert_eq!(self.length, missing, "the ring holds whole packets only");
+    }
+}
+
 async fn relay<N: Net + 'static, C: Clock + 'static>(
     node: &Node<N, C>,
     channel: &Channel<N::Region>,
@@ -105,6 +136,10 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     let epoch = channel.epoch.get();
     let mut cursor = channel.ring.borrow().live_start();
     let mut progress_ms = node.clock.now_ms();
+    let mut tail = PacketTail {
+        bytes: [0; TS_PACKET_BYTES],
+        length: 0,
+    };
     loop {
         if channel.epoch.get() != epoch {
             return;
@@ -114,9 +149,18 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                 cursor.position += count as u64;
                 channel.stats.bytes_out.add(count as u64);
                 progress_ms = node.clock.now_ms();
+                tail.capture(channel, cursor);
             }
             Sent::Lapped => {
                 channel.stats.skips.increment();
+                // Finish the packet in flight from the copy, then move on.
+                let deadline_ms = progress_ms + node.settings.stall_timeout_ms;
+                if !write_all_until(node, stream, &tail.bytes[..tail.length], deadline_ms).await {
+                    channel.stats.drops.increment();
+                    return;
+                }
+                channel.stats.bytes_out.add(tail.length as u64);
+                tail.length = 0;
                 cursor = channel.ring.borrow().live_start();
             }
             Sent::Nothing => channel.wait_for_data(worker, cursor.position, epoch).await,
