@@ -94,9 +94,10 @@ Options:
       --header-timeout SECONDS
                                close a connection that sent no complete request
                                head within this time, at least 1 [default: 5]
-      --send-mode sendfile|copy
+      --send-mode auto|sendfile|copy
                                send stream bytes with sendfile (no copy) or
-                               with plain writes [default: sendfile]
+                               with plain writes; auto uses sendfile for
+                               players on other hosts only [default: auto]
       --flush-ms MS            hand a partly filled chunk to viewers after at
                                most this long, 1 to 1000 [default: 50]
       --log-level LEVEL        error, warn, info, debug or trace [default: info]
@@ -204,7 +205,7 @@ impl Default for Config {
             linger_s: LINGER_S_DEFAULT,
             stall_timeout_s: STALL_TIMEOUT_S_DEFAULT,
             header_timeout_s: HEADER_TIMEOUT_S_DEFAULT,
-            send_mode: SendMode::Sendfile,
+            send_mode: SendMode::Auto,
             flush_ms: FLUSH_MS_DEFAULT,
             log_level: LevelFilter::Info,
             demo: true,
@@ -216,6 +217,9 @@ impl Default for Config {
 /// How stream bytes go from the ring to a viewer's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendMode {
+    /// `sendfile` for players on other hosts, copies for players on this
+    /// host (whose kernel keeps sent pages referenced until they read them).
+    Auto,
     /// `sendfile` from the ring's file: no copy through user space.
     Sendfile,
     /// Plain writes from the mapped ring, for systems where sendfile fails.
@@ -557,9 +561,10 @@ fn parse_switch(text: &str) -> Result<bool, String> {
 
 fn parse_send_mode(text: &str) -> Result<SendMode, String> {
     match text.to_ascii_lowercase().as_str() {
+        "auto" => Ok(SendMode::Auto),
         "sendfile" => Ok(SendMode::Sendfile),
         "copy" => Ok(SendMode::Copy),
-        _ => Err(format!("expected sendfile or copy, got '{text}'")),
+        _ => Err(format!("expected auto, sendfile or copy, got '{text}'")),
     }
 }
 
@@ -1598,7 +1603,7 @@ mod tests {
         assert_eq!(config.linger_s, 5);
         assert_eq!(config.stall_timeout_s, 20);
         assert_eq!(config.header_timeout_s, 5);
-        assert_eq!(config.send_mode, SendMode::Sendfile);
+        assert_eq!(config.send_mode, SendMode::Auto);
         assert_eq!(config.flush_ms, 50);
         assert_eq!(config.log_level, LevelFilter::Info);
         assert!(config.demo);
@@ -1724,7 +1729,7 @@ mod tests {
         );
         assert_eq!(
             run_error(&["--send-mode", "splice"]),
-            "--send-mode: expected sendfile or copy, got 'splice'"
+            "--send-mode: expected auto, sendfile or copy, got 'splice'"
         );
         assert_eq!(
             run_error(&["--log-level", "loud"]),
@@ -2355,7 +2360,7 @@ mod tests {
             "[default: 15]",
             "[default: 5]",
             "[default: 20]",
-            "[default: sendfile]",
+            "[default: auto]",
             "[default: 50]",
             "[default: info]",
             "/channel/NAME.ts",

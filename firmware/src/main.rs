@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use ringcast::alloc_count::CountingAllocator;
 use ringcast::config::{self, Command, Config, SendMode, Source};
-use ringcast::node::{self, ChannelSetup, Node, Settings};
+use ringcast::node::{self, ChannelSetup, Node, Settings, ZeroCopy};
 use ringcast::{limits, log_sink};
 use ringcast_hal::exec::Executor;
 use ringcast_hal::linux::{self, LinuxClock, LinuxNet, Reactor};
@@ -108,6 +108,11 @@ fn settings(config: &Config, net: &LinuxNet) -> Settings {
             0
         },
         on_demand_ring_bytes: config.on_demand_ring_bytes,
+        zero_copy: match config.send_mode {
+            SendMode::Auto => ZeroCopy::Remote,
+            SendMode::Sendfile => ZeroCopy::Always,
+            SendMode::Copy => ZeroCopy::Never,
+        },
         reader_send_buffer_bytes: READER_SEND_BUFFER_BYTES,
     }
 }
@@ -216,11 +221,8 @@ fn start(config: &Config) -> Result<(), String> {
         + 4 * (setups.len() + limits::ON_DEMAND_CHANNELS_MAX)
         + 16;
     let reactor = Reactor::new(io_max, io_max).map_err(|e| format!("event loop: {e}"))?;
-    let send_mode = match config.send_mode {
-        SendMode::Sendfile => linux::SendMode::Sendfile,
-        SendMode::Copy => linux::SendMode::Copy,
-    };
-    let net = LinuxNet::new(reactor.clone(), send_mode);
+    // Streams start copying; stream workers turn zero-copy on per player.
+    let net = LinuxNet::new(reactor.clone(), linux::SendMode::Copy);
     let stdin = stdin_stream(&reactor, wants_stdin)?;
     let settings = settings(config, &net);
     let clock = LinuxClock::new(reactor.clone());

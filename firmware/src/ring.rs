@@ -107,9 +107,11 @@ pub fn chunk_slots_for(capacity_bytes: usize) -> usize {
     slots.clamp(4, CHUNKS_MAX)
 }
 
-/// The guard for a ring of `capacity_bytes`: an eighth, between 256 KiB and half.
+/// The guard for a ring of `capacity_bytes`: an eighth, between 1 MiB and half.
 pub fn guard_bytes_for(capacity_bytes: usize) -> usize {
-    (capacity_bytes / 8).max(256 * 1024).min(capacity_bytes / 2)
+    (capacity_bytes / 8)
+        .max(1024 * 1024)
+        .min(capacity_bytes / 2)
 }
 
 impl<R: Region> Ring<R> {
@@ -142,6 +144,10 @@ impl<R: Region> Ring<R> {
     }
     pub fn capacity_bytes(&self) -> u64 {
         self.capacity_bytes
+    }
+    /// Bytes behind the oldest readable byte that are kept away from readers.
+    pub fn guard_bytes(&self) -> u64 {
+        self.guard_bytes
     }
     /// Absolute position one past the newest byte.
     pub fn head(&self) -> u64 {

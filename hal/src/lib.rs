@@ -123,6 +123,11 @@ pub trait TcpStream {
         offset: usize,
         length: usize,
     ) -> Result<usize, Self::Error>;
+    /// Chooses whether [`TcpStream::send_region`] may hand pages to the kernel
+    /// without copying (where the platform can). Off by default.
+    fn set_zero_copy(&mut self, enabled: bool) {
+        let _ = enabled;
+    }
     /// Limits the kernel send buffer, which bounds data in flight per reader.
     fn set_send_buffer_bytes(&mut self, bytes: usize) -> Result<(), Self::Error>;
     /// The peer's address.

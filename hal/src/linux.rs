@@ -515,6 +515,14 @@ impl crate::TcpStream for Stream {
         }
     }
 
+    fn set_zero_copy(&mut self, enabled: bool) {
+        self.mode = if enabled {
+            SendMode::Sendfile
+        } else {
+            SendMode::Copy
+        };
+    }
+
     fn set_send_buffer_bytes(&mut self, bytes: usize) -> Result<()> {
         Ok(sockopt::set_socket_send_buffer_size(self.io.fd(), bytes)?)
     }

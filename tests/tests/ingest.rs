@@ -246,7 +246,19 @@ fn file_loop() {
     read_and_check(daemon, "fl", "file_loop", &m);
 }
 
-/// The same bar with `--send-mode copy` (plain writes instead of sendfile).
+/// The same bar with `--send-mode sendfile` forced. The default (`auto`)
+/// copies for players on this host, so this is what covers the zero-copy path.
+#[test]
+fn file_loop_send_mode_sendfile() {
+    let m = media();
+    let mut args = base_args();
+    args.extend(["--send-mode".into(), "sendfile".into(), "--channel".into()]);
+    args.push(format!("fs=file:{}", m.path.display()));
+    let daemon = Daemon::start(&args);
+    read_and_check(daemon, "fs", "file_loop_sendfile", &m);
+}
+
+/// The same bar with `--send-mode copy` (plain writes, never sendfile).
 #[test]
 fn file_loop_send_mode_copy() {
     let m = media();

@@ -520,7 +520,8 @@ fn bad_input_does_not_hurt_readers_or_grow_memory() {
     assert!(daemon.stop().success());
 }
 
-/// No allocation per relayed megabyte (default send mode, sendfile).
+/// No allocation per relayed megabyte (sendfile forced; the default `auto`
+/// copies for players on this host).
 #[test]
 fn relaying_to_fifty_readers_allocates_nothing() {
     allocation_audit("sendfile");

@@ -60,6 +60,7 @@ fn settings(readers_max: usize) -> Settings {
         multicast_interface: MulticastInterface::Any,
         on_demand_channels: 0,
         on_demand_ring_bytes: 0,
+        zero_copy: node::ZeroCopy::Remote,
         reader_send_buffer_bytes: 64 * 1024,
     }
 }

@@ -34,6 +34,19 @@ use crate::wire::udpxy::OnDemand;
 /// most the header timeout).
 pub const CONTROL_WORKERS: usize = 16;
 
+/// When stream workers let the kernel send ring pages without copying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Always copy.
+    Never,
+    /// Only for players on other hosts, and only when the ring's guard covers
+    /// the bytes a socket can hold unacknowledged. A player on this host keeps
+    /// sent pages referenced until it reads them, however far behind it is.
+    Remote,
+    /// For every player (the hazard above is accepted).
+    Always,
+}
+
 /// Run-time settings of the driver, in the units it uses.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -47,6 +60,7 @@ pub struct Settings {
     pub multicast_interface: MulticastInterface,
     pub on_demand_channels: usize,
     pub on_demand_ring_bytes: usize,
+    pub zero_copy: ZeroCopy,
     /// Kernel send buffer per reader: bounds bytes in flight (and so the ring
     /// guard needed for `sendfile`).
     pub reader_send_buffer_bytes: usize,

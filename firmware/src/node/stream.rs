@@ -15,8 +15,10 @@ use std::rc::Rc;
 use ringcast_hal::{Clock, Error as _, Net, TcpStream as _};
 
 use super::http::{write_all, write_all_until};
-use super::{first_of, Channel, Either, Node, StreamJob};
-use crate::limits::TS_PACKET_BYTES;
+use super::{first_of, Channel, Either, Node, StreamJob, ZeroCopy};
+use core::net::{IpAddr, SocketAddr};
+
+use crate::limits::{CHUNK_BYTES, TS_PACKET_BYTES};
 use crate::ring::{Cursor, Readable};
 use crate::wire::http;
 use crate::wire::SliceWriter;
@@ -45,6 +47,7 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         let _ = http::emit_stream_head(&mut w, "video/mp2t");
         let length = w.len();
         let _ = stream.set_send_buffer_bytes(node.settings.reader_send_buffer_bytes);
+        stream.set_zero_copy(zero_copy_for(&node, &channel_ref, &stream));
         if write_all(&node, &mut stream, &head[..length]).await {
             relay(&node, &channel_ref, &mut stream, worker).await;
         }
@@ -54,6 +57,38 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
             slot.last_reader_left_ms.set(node.clock.now_ms());
         }
     }
+}
+
+/// Whether this player may be sent ring pages without a copy.
+fn zero_copy_for<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    channel: &Channel<N::Region>,
+    stream: &N::Stream,
+) -> bool {
+    match node.settings.zero_copy {
+        ZeroCopy::Never => false,
+        ZeroCopy::Always => true,
+        ZeroCopy::Remote => {
+            // The kernel doubles the requested send buffer; a chunk more for
+            // the send in progress.
+            let in_flight_max = 2 * node.settings.reader_send_buffer_bytes + CHUNK_BYTES;
+            let guarded = channel.ring.borrow().guard_bytes() >= in_flight_max as u64;
+            guarded && is_remote(stream.local_addr().ok(), stream.peer_addr().ok())
+        }
+    }
+}
+
+/// True if the peer is another host: not loopback, not one of our addresses.
+fn is_remote(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> bool {
+    let (Some(local), Some(peer)) = (local, peer) else {
+        return false;
+    };
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let (local, peer) = (canonical(local.ip()), canonical(peer.ip()));
+    !peer.is_loopback() && peer != local
 }
 
 /// How one send attempt went.
@@ -179,5 +214,22 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
             }
             Sent::Gone => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_other_hosts_are_remote() {
+        let local: SocketAddr = "192.168.1.1:8090".parse().unwrap();
+        let remote = |peer: &str| is_remote(Some(local), Some(peer.parse().unwrap()));
+        assert!(remote("192.168.1.20:50000"));
+        assert!(!remote("192.168.1.1:50000"));
+        assert!(!remote("127.0.0.1:50000"));
+        assert!(!remote("[::1]:50000"));
+        assert!(!remote("[::ffff:127.0.0.1]:50000"));
+        assert!(!is_remote(None, Some(local)));
     }
 }
