@@ -9,7 +9,7 @@
 //! the file line and key, or the option. Ring sizes and the reader count are
 //! clamped into range instead; each clamp leaves a message in
 //! [`Config::adjustments`] for `main` to log once logging runs. The file
-//! format is documented in `docs/CONFIG.md`.
+//! format is documented in README.md ("Configuration reference").
 
 use std::fmt;
 use std::io::Read as _;
