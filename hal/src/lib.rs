@@ -188,6 +188,13 @@ pub trait Net {
     fn udp_bind(&self, address: SocketAddr) -> Result<Self::Udp, Self::Error>;
     /// The kernel index of a named interface.
     fn interface_index(&self, name: &str) -> Result<u32, Self::Error>;
+    /// Resolves a host name (or an IP literal) to an address, without blocking
+    /// the event loop. Called when a source (re)connects, never per packet.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<SocketAddr, Self::Error>>;
 }
 
 /// A monotonic clock.

@@ -18,6 +18,7 @@ use core::task::{Context, Poll, Waker};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rustix::event::epoll;
@@ -132,6 +133,8 @@ impl crate::Region for MemfdRegion {
     }
 }
 
+/// The epoll data of the cross-thread wake-up eventfd (no slot has it).
+const WAKE_FD_DATA: u64 = u64::MAX;
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
 const READ: usize = 0;
@@ -153,6 +156,8 @@ struct TimerSlot {
 
 struct ReactorInner {
     epoll: OwnedFd,
+    /// Written by other threads (the resolver) to end a wait early.
+    wake_fd: Arc<OwnedFd>,
     io: RefCell<Box<[IoSlot]>>,
     timers: RefCell<Box<[TimerSlot]>>,
     events: RefCell<Vec<epoll::Event>>,
@@ -174,9 +179,14 @@ impl Reactor {
     /// pending sleeps. Call once at start-up.
     pub fn new(io_max: usize, timers_max: usize) -> Result<Self> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
+        let wake_fd = Arc::new(rustix::event::eventfd(0, flags)?);
+        let data = epoll::EventData::new_u64(WAKE_FD_DATA);
+        epoll::add(&epoll, &*wake_fd, data, epoll::EventFlags::IN)?;
         Ok(Self {
             inner: Rc::new(ReactorInner {
                 epoll,
+                wake_fd,
                 io: RefCell::new((0..io_max).map(|_| IoSlot::default()).collect()),
                 timers: RefCell::new((0..timers_max).map(|_| TimerSlot::default()).collect()),
                 events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
@@ -305,6 +315,11 @@ impl Reactor {
     fn dispatch(&self, events: &[epoll::Event]) {
         let mut io = self.inner.io.borrow_mut();
         for event in events {
+            if event.data.u64() == WAKE_FD_DATA {
+                let mut count = [0u8; 8];
+                let _ = rustix::io::read(&*self.inner.wake_fd, &mut count);
+                continue;
+            }
             let slot = event.data.u64() as usize;
             let Some(entry) = io.get_mut(slot).filter(|e| e.in_use) else {
                 continue;
@@ -793,6 +808,10 @@ impl crate::Net for LinuxNet {
         })
     }
 
+    fn resolve(&self, host: &str, port: u16) -> impl Future<Output = Result<SocketAddr>> {
+        Resolve::start(&self.reactor, host, port)
+    }
+
     fn interface_index(&self, name: &str) -> Result<u32> {
         let probe = rnet::socket_with(
             AddressFamily::INET,
@@ -833,5 +852,74 @@ impl Stream {
             io: reactor.register(fd)?,
             mode: SendMode::Copy,
         })
+    }
+}
+
+/// A name resolution on a short-lived thread (`getaddrinfo` blocks, and a
+/// router's DNS may hang for seconds; the event loop must not). The thread
+/// stores the answer, wakes the task and ends the reactor's wait.
+pub struct Resolve {
+    shared: Arc<Resolution>,
+    ready: Option<Result<SocketAddr>>,
+}
+
+#[derive(Default)]
+struct Resolution {
+    answer: Mutex<Option<Result<SocketAddr>>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Resolve {
+    fn start(reactor: &Reactor, host: &str, port: u16) -> Self {
+        let shared = Arc::new(Resolution::default());
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<core::net::IpAddr>() {
+            return Self {
+                shared,
+                ready: Some(Ok(SocketAddr::new(ip, port))),
+            };
+        }
+        let (thread_shared, wake_fd, host) = (
+            shared.clone(),
+            reactor.inner.wake_fd.clone(),
+            host.to_owned(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("ringcast-resolve".into())
+            .spawn(move || resolve_on_thread(&thread_shared, &wake_fd, &host, port));
+        let ready = spawned.err().map(|_| Err(Error(Errno::AGAIN)));
+        Self { shared, ready }
+    }
+}
+
+fn resolve_on_thread(shared: &Resolution, wake_fd: &OwnedFd, host: &str, port: u16) {
+    use std::net::ToSocketAddrs as _;
+    let answer = match (host, port).to_socket_addrs() {
+        Ok(mut addresses) => addresses.next().ok_or(Error(Errno::NOENT)),
+        Err(_) => Err(Error(Errno::NOENT)),
+    };
+    if let Ok(mut slot) = shared.answer.lock() {
+        *slot = Some(answer);
+    }
+    if let Some(waker) = shared.waker.lock().ok().and_then(|mut w| w.take()) {
+        waker.wake();
+    }
+    let _ = rustix::io::write(wake_fd, &1u64.to_ne_bytes());
+}
+
+impl Future for Resolve {
+    type Output = Result<SocketAddr>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<SocketAddr>> {
+        let this = self.get_mut();
+        if let Some(ready) = this.ready.take() {
+            return Poll::Ready(ready);
+        }
+        if let Ok(mut waker) = this.shared.waker.lock() {
+            *waker = Some(context.waker().clone());
+        }
+        match this.shared.answer.lock().ok().and_then(|mut a| a.take()) {
+            Some(answer) => Poll::Ready(answer),
+            None => Poll::Pending,
+        }
     }
 }

@@ -6,7 +6,6 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::io::{Read as _, Seek as _};
-use std::net::ToSocketAddrs as _;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -266,11 +265,17 @@ async fn http_session<N: Net + 'static, C: Clock + 'static>(
     path: &str,
     buffer: &mut [u8],
 ) -> Result<(), &'static str> {
-    let address = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .ok_or("cannot resolve the host name")?;
+    let deadline_ms = feed.node.clock.now_ms() + CONNECT_TIMEOUT_MS;
+    let resolved = first_of(
+        feed.node.net.resolve(host, port),
+        feed.node.clock.sleep_until(deadline_ms),
+    )
+    .await;
+    let address = match resolved {
+        Either::Left(Ok(address)) => address,
+        Either::Left(Err(_)) => return Err("cannot resolve the host name"),
+        Either::Right(()) => return Err("name resolution timed out"),
+    };
     let mut stream = connect(feed, address).await?;
     let mut w = SliceWriter::new(buffer);
     let host_header = HostHeader { host, port };

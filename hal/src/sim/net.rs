@@ -102,6 +102,21 @@ impl crate::Net for SimNet {
         Ok(SimUdp::new(self.world.clone(), socket))
     }
 
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl core::future::Future<Output = SimResult<SocketAddr>> {
+        // The simulated world has no names: only IP literals resolve.
+        let resolved = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map(|ip| SocketAddr::new(ip, port))
+            .map_err(|_| SimError::NotFound);
+        core::future::ready(resolved)
+    }
+
     fn interface_index(&self, name: &str) -> SimResult<u32> {
         let found = SIM_INTERFACES.iter().find(|(known, _)| *known == name);
         found.map(|(_, index)| *index).ok_or(SimError::NotFound)
