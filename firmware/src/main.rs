@@ -50,10 +50,11 @@ fn find_demo() -> Option<PathBuf> {
         "assets/demo.ts",
         "/usr/share/ringcast/demo.ts",
     ];
-    candidates
+    let found = candidates
         .iter()
         .map(PathBuf::from)
-        .find(|path| path.is_file())
+        .find(|path| path.is_file())?;
+    Some(std::fs::canonicalize(&found).unwrap_or(found))
 }
 
 fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
@@ -231,21 +232,37 @@ fn start(config: &Config) -> Result<(), String> {
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     let node = Rc::new(node);
     let signals = signal_pipe(&reactor)?;
-    let mut executor = Executor::new(node.task_count());
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let mut executor = Executor::new(node.task_count() + 1);
     node::spawn_all(&node, &mut executor);
+    let spawned = executor.try_spawn(watch_signals(signals, stop.clone()));
+    assert!(spawned.is_ok(), "executor sized for the signal task");
     announce(&node);
-    event_loop(&reactor, &mut executor, &signals)
+    event_loop(&reactor, &mut executor, &stop)
+}
+
+/// Sets `stop` when SIGTERM or SIGINT arrives (through the signal pipe).
+async fn watch_signals(signals: linux::Registration, stop: Rc<std::cell::Cell<bool>>) {
+    let mut byte = [0u8; 1];
+    loop {
+        if signals.readable().await.is_err() {
+            continue;
+        }
+        if let Ok(1) = signals.read(&mut byte) {
+            stop.set(true);
+            return;
+        }
+    }
 }
 
 fn event_loop(
     reactor: &Reactor,
     executor: &mut Executor,
-    signals: &linux::Registration,
+    stop: &std::cell::Cell<bool>,
 ) -> Result<(), String> {
-    let mut byte = [0u8; 1];
     loop {
         executor.run_ready();
-        if let Ok(1) = signals.read(&mut byte) {
+        if stop.get() {
             log::info!("signal received; shutting down");
             return Ok(());
         }
