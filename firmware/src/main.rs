@@ -42,27 +42,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where the demo file may be: beside the sources (cargo run), in the current
-/// directory, or where packages install it. Only the path is in the binary.
+/// Where the demo file may be: in the checkout the binary was built in
+/// (`target/release/ringcast` or `target/<triple>/release/ringcast`, found
+/// from the executable's own path), in the current directory, or where a
+/// package installs it. No path of the build machine is compiled in.
 fn find_demo() -> Option<PathBuf> {
-    let candidates = [
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo.ts"),
-        "assets/demo.ts",
-        "/usr/share/ringcast/demo.ts",
-    ];
-    let found = candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())?;
+    const DEMO: &str = "assets/demo.ts";
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(PathBuf::from))
+    {
+        candidates.push(exe_dir.join("../..").join(DEMO));
+        candidates.push(exe_dir.join("../../..").join(DEMO));
+    }
+    candidates.push(PathBuf::from(DEMO));
+    candidates.push(PathBuf::from("/usr/share/ringcast/demo.ts"));
+    let found = candidates.into_iter().find(|path| path.is_file())?;
     Some(std::fs::canonicalize(&found).unwrap_or(found))
 }
 
 fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
     if config.demo {
-        let path = find_demo().ok_or(
-            "no channel is configured and the demo file assets/demo.ts was not found; \
-             add one with --channel NAME=URL (see --help)",
-        )?;
+        let Some(path) = find_demo() else {
+            if config.on_demand {
+                // A router used as a udpxy replacement needs no channel list.
+                log::warn!(
+                    "no channel is configured and the demo file assets/demo.ts was not found; \
+                     serving on-demand /udp/ and /rtp/ URLs only"
+                );
+                return Ok(Vec::new());
+            }
+            return Err(
+                "no channel is configured, on-demand is off and the demo file \
+                        assets/demo.ts was not found; add a channel with --channel NAME=URL \
+                        (see --help)"
+                    .into(),
+            );
+        };
         return Ok(vec![ChannelSetup {
             name: "demo".into(),
             source: Source::File {
