@@ -157,16 +157,15 @@ pub async fn ingest_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
         Source::Http {
             host, port, path, ..
         } => http_pull_loop(&mut feed, &host, port, &path).await,
+        // RTP headers are recognised per datagram (see `datagram_payload`),
+        // so both kinds share one receive loop.
         Source::Udp {
             group,
             port,
             source,
             interface,
-        } => {
-            let interface = resolve_interface(&node, interface.as_deref());
-            udp_loop(&mut feed, group, port, source, interface, false).await;
         }
-        Source::Rtp {
+        | Source::Rtp {
             group,
             port,
             source,
