@@ -172,7 +172,14 @@ pub async fn ingest_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
             interface,
         } => {
             let interface = resolve_interface(&node, interface.as_deref());
-            udp_loop(&mut feed, group, port, source, interface, false).await;
+            let target = UdpTarget {
+                group,
+                port,
+                source,
+                interface,
+                on_demand: false,
+            };
+            udp_loop(&mut feed, target).await;
         }
         Source::TcpListen { address } => tcp_push_loop(&mut feed, address).await,
         Source::Stdin => stdin_loop(&mut feed).await,
@@ -446,21 +453,36 @@ fn membership(
     }
 }
 
+/// What a UDP/RTP receive loop listens to.
+#[derive(Clone, Copy, Debug)]
+struct UdpTarget {
+    /// A multicast group to join, or a local unicast address to bind.
+    group: IpAddr,
+    port: u16,
+    /// The sender for source-specific multicast.
+    source: Option<IpAddr>,
+    interface: MulticastInterface,
+    /// An on-demand slot: stop when no reader wants it any more.
+    on_demand: bool,
+}
+
 /// Receives UDP or RTP until the channel is no longer wanted (on-demand) or
 /// for ever (static channels). Returns only for on-demand slots.
 async fn udp_loop<N: Net + 'static, C: Clock + 'static>(
     feed: &mut Feed<'_, N, C>,
-    group: IpAddr,
-    port: u16,
-    source: Option<IpAddr>,
-    interface: MulticastInterface,
-    on_demand: bool,
+    target: UdpTarget,
 ) {
+    let UdpTarget {
+        group,
+        port,
+        on_demand,
+        ..
+    } = target;
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX].into_boxed_slice();
     let mut backoff = Backoff::default();
     let mut rng = feed.node.random();
     loop {
-        match udp_session(feed, group, port, source, interface, on_demand, &mut buffer).await {
+        match udp_session(feed, target, &mut buffer).await {
             Ok(()) => return,
             Err(reason) => {
                 feed.channel.stats.errors.increment();
@@ -491,16 +513,18 @@ fn bind_address(group: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(address, port)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn udp_session<N: Net + 'static, C: Clock + 'static>(
     feed: &mut Feed<'_, N, C>,
-    group: IpAddr,
-    port: u16,
-    source: Option<IpAddr>,
-    interface: MulticastInterface,
-    on_demand: bool,
+    target: UdpTarget,
     buffer: &mut [u8],
 ) -> Result<(), &'static str> {
+    let UdpTarget {
+        group,
+        port,
+        source,
+        interface,
+        on_demand,
+    } = target;
     let node = feed.node;
     let socket = node
         .net
@@ -595,16 +619,14 @@ async fn on_demand_loop<N: Net + 'static, C: Clock + 'static>(
         .await;
         let mut feed = Feed::new(node, channel);
         feed.restart();
-        let interface = node.settings.multicast_interface;
-        udp_loop(
-            &mut feed,
-            target.group,
-            target.port,
-            target.source,
-            interface,
-            true,
-        )
-        .await;
+        let udp = UdpTarget {
+            group: target.group,
+            port: target.port,
+            source: target.source,
+            interface: node.settings.multicast_interface,
+            on_demand: true,
+        };
+        udp_loop(&mut feed, udp).await;
         channel.close_readers();
         channel.state.set(ChannelState::Idle);
         slot.key.set(None);
