@@ -7,11 +7,13 @@
 //! through [`SliceWriter`], which refuses (rather than grows) when full.
 //!
 //! - [`ts`]: MPEG-TS packets and stream alignment (ISO/IEC 13818-1).
-//! - [`psi`]: PSI sections, PAT/PMT/SDT parsers and the PAT emitter (ISO/IEC 13818-1 §2.4.4, EN 300 468).
+//! - [`psi`]: PSI sections, PAT, PMT and SDT (ISO/IEC 13818-1 §2.4.4, EN 300 468).
+//! - [`es`]: video codecs of a PMT and keyframe detection at a PES start.
 //! - [`http`]: HTTP/1.1 heads, chunked decoding and response emitters (RFC 9112).
 //! - [`rtp`]: RTP fixed header (RFC 3550), MP2T payload type (RFC 3551).
 //! - [`udpxy`]: udpxy / msd_lite on-demand multicast URL paths.
 
+pub mod es;
 pub mod http;
 pub mod psi;
 pub mod rtp;
