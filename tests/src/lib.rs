@@ -26,6 +26,7 @@ pub mod netns;
 pub mod reader;
 pub mod senders;
 pub mod ts;
+pub mod tsgen;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
