@@ -100,6 +100,9 @@ Options:
                                players on other hosts only [default: auto]
       --flush-ms MS            hand a partly filled chunk to viewers after at
                                most this long, 1 to 1000 [default: 50]
+      --instant-start on|off   start new viewers with the newest keyframe in
+                               the ring, so the picture appears at once; off
+                               starts them at the live edge [default: on]
       --log-level LEVEL        error, warn, info, debug or trace [default: info]
   -h, --help                   print this help and exit
   -V, --version                print the version and exit
@@ -120,6 +123,14 @@ Sources (for --channel NAME=URL and 'source = URL'):
                                RATE in bit/s, like 8M (1000-based), is used
                                when the file has no PCR
   IPv6 addresses go in brackets: udp://[ff15::1]:1234
+  URL#program=N                serve only program N of a multi-program stream
+  URL#service=NAME             serve only the program with this service name
+
+Stream URL options:
+  /channel/NAME.ts?offset=-30s start up to the ring's depth in the past, on a
+                               keyframe (s, m or plain seconds)
+  /channel/NAME.ts?position=N  resume at byte N of the stream, as given by the
+                               X-Ringcast-Position header plus bytes received
 
 Served URLs:
   /channel/NAME.ts             the channel's MPEG-TS stream
@@ -183,6 +194,9 @@ pub struct Config {
     pub flush_ms: u32,
     /// Most detailed log level printed.
     pub log_level: LevelFilter,
+    /// New viewers start with PAT, PMT and the newest keyframe in the ring
+    /// (on) or at the live edge (off).
+    pub instant_start: bool,
     /// True when no channel was configured: `main` then adds the demo channel.
     pub demo: bool,
     /// Values that were out of range and were clamped, one message each (with
@@ -208,6 +222,7 @@ impl Default for Config {
             send_mode: SendMode::Auto,
             flush_ms: FLUSH_MS_DEFAULT,
             log_level: LevelFilter::Info,
+            instant_start: true,
             demo: true,
             adjustments: Vec::new(),
         }
@@ -236,6 +251,76 @@ pub struct ChannelConfig {
     /// Own ring size (normalised like [`Config::ring_bytes`]); `None` uses
     /// the global one.
     pub ring_bytes: Option<usize>,
+    /// Which program of a multi-program stream the channel serves.
+    pub program: ProgramSelect,
+}
+
+/// The program a channel takes from a multi-program transport stream (MPTS).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProgramSelect {
+    /// The stream as it comes.
+    #[default]
+    All,
+    /// The program with this program_number (from the PAT).
+    Number(u16),
+    /// The program whose DVB service name (from the SDT) is this.
+    Service(String),
+}
+
+impl fmt::Display for ProgramSelect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProgramSelect::All => Ok(()),
+            ProgramSelect::Number(number) => write!(f, "#program={number}"),
+            ProgramSelect::Service(name) => write!(f, "#service={name}"),
+        }
+    }
+}
+
+/// Longest service name accepted (DVB names are at most 255 bytes).
+pub const SERVICE_NAME_BYTES_MAX: usize = 255;
+
+/// Parses `program=N` or `service=NAME` (the part after `#` in a channel URL,
+/// or the value of a `program`/`service` key).
+pub fn parse_program_select(text: &str) -> Result<ProgramSelect, String> {
+    if let Some(number) = text.strip_prefix("program=") {
+        return parse_program_number(number).map(ProgramSelect::Number);
+    }
+    if let Some(name) = text.strip_prefix("service=") {
+        return parse_service_name(name).map(ProgramSelect::Service);
+    }
+    Err(format!(
+        "expected #program=N or #service=NAME after the URL, got '#{text}'"
+    ))
+}
+
+fn parse_program_number(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(number) if number > 0 => Ok(number),
+        _ => Err(format!(
+            "expected a program number from 1 to 65535, got '{text}'"
+        )),
+    }
+}
+
+fn parse_service_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > SERVICE_NAME_BYTES_MAX {
+        return Err(format!(
+            "expected a service name of 1 to {SERVICE_NAME_BYTES_MAX} bytes, got '{text}'"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Splits `URL#program=N` / `URL#service=NAME` into the URL and the choice.
+/// Any other `#fragment` stays part of the URL.
+pub fn split_program_select(text: &str) -> Result<(&str, ProgramSelect), String> {
+    match text.rsplit_once('#') {
+        Some((url, choice)) if choice.starts_with("program=") || choice.starts_with("service=") => {
+            Ok((url, parse_program_select(choice)?))
+        }
+        _ => Ok((text, ProgramSelect::All)),
+    }
 }
 
 /// Where a channel's stream comes from. [`parse_source`] reads one from its
@@ -379,9 +464,10 @@ enum Setting {
     SendMode,
     FlushMs,
     LogLevel,
+    InstantStart,
 }
 
-const SETTINGS: [(Setting, &str); 14] = [
+const SETTINGS: [(Setting, &str); 15] = [
     (Setting::Listen, "listen"),
     (Setting::RingSize, "ring_size"),
     (Setting::ReadersMax, "readers_max"),
@@ -396,6 +482,7 @@ const SETTINGS: [(Setting, &str); 14] = [
     (Setting::SendMode, "send_mode"),
     (Setting::FlushMs, "flush_ms"),
     (Setting::LogLevel, "log_level"),
+    (Setting::InstantStart, "instant_start"),
 ];
 
 /// Position of a file key in [`SETTINGS`].
@@ -439,6 +526,7 @@ fn apply_setting(
         Setting::SendMode => config.send_mode = parse_send_mode(value)?,
         Setting::FlushMs => config.flush_ms = parse_flush_ms(value)?,
         Setting::LogLevel => config.log_level = parse_log_level(value)?,
+        Setting::InstantStart => config.instant_start = parse_switch(value)?,
     }
     Ok(None)
 }
@@ -1055,6 +1143,8 @@ struct OpenChannel {
     source_line: Option<usize>,
     ring_bytes: Option<usize>,
     ring_line: Option<usize>,
+    program: ProgramSelect,
+    program_line: Option<usize>,
 }
 
 /// State while reading one config file.
@@ -1176,10 +1266,27 @@ impl FileParser<'_> {
                 if let Some(first) = channel.source_line {
                     return Err(twice(first));
                 }
-                let source =
-                    parse_source(value).map_err(|message| spot.error(Some(key), message))?;
+                let (url, program) = split_program_select(value)
+                    .map_err(|message| spot.error(Some(key), message))?;
+                let source = parse_source(url).map_err(|message| spot.error(Some(key), message))?;
                 channel.source = Some(source);
                 channel.source_line = Some(spot.line);
+                if program != ProgramSelect::All {
+                    if let Some(first) = channel.program_line {
+                        return Err(twice(first));
+                    }
+                    channel.program = program;
+                    channel.program_line = Some(spot.line);
+                }
+            }
+            "program" | "service" => {
+                if let Some(first) = channel.program_line {
+                    return Err(twice(first));
+                }
+                let program = parse_program_select(&format!("{key}={value}"))
+                    .map_err(|message| spot.error(Some(key), message))?;
+                channel.program = program;
+                channel.program_line = Some(spot.line);
             }
             "ring_size" => {
                 if let Some(first) = channel.ring_line {
@@ -1203,7 +1310,8 @@ impl FileParser<'_> {
             }
             _ => {
                 let message = format!(
-                    "unknown key '{key}' in a channel section; expected source or ring_size"
+                    "unknown key '{key}' in a channel section; expected source, ring_size, \
+                     program or service"
                 );
                 return Err(spot.error(None, message));
             }
@@ -1253,6 +1361,8 @@ impl FileParser<'_> {
             source_line: None,
             ring_bytes: None,
             ring_line: None,
+            program: ProgramSelect::All,
+            program_line: None,
         });
         Ok(())
     }
@@ -1277,6 +1387,7 @@ impl FileParser<'_> {
             name: channel.name,
             source,
             ring_bytes: channel.ring_bytes,
+            program: channel.program,
         });
         Ok(())
     }
@@ -1493,11 +1604,14 @@ fn parse_channel_option(value: &str) -> Result<ChannelConfig, String> {
         ));
     };
     check_channel_name(name)?;
+    let (url, program) =
+        split_program_select(url).map_err(|message| format!("channel '{name}': {message}"))?;
     let source = parse_source(url).map_err(|message| format!("channel '{name}': {message}"))?;
     Ok(ChannelConfig {
         name: name.to_string(),
         source,
         ring_bytes: None,
+        program,
     })
 }
 
@@ -2090,7 +2204,7 @@ mod tests {
             ("[channel tv]\nsource = -\nsource = stdin", "ringcast.conf:3: key 'source': given twice in channel 'tv' (first on line 2)"),
             ("[channel tv]\nsource = -\nring_size = 1M\nring_size = 2M", "ringcast.conf:4: key 'ring_size': given twice in channel 'tv' (first on line 3)"),
             ("[channel tv]\nsource = -\nlisten = :80", "ringcast.conf:3: key 'listen' is a global key; put it before the first [channel NAME] section"),
-            ("[channel tv]\nsorce = -", "ringcast.conf:2: unknown key 'sorce' in a channel section; expected source or ring_size"),
+            ("[channel tv]\nsorce = -", "ringcast.conf:2: unknown key 'sorce' in a channel section; expected source, ring_size, program or service"),
             ("[channel tv]\nsource = https://example.com/", "ringcast.conf:2: key 'source': https is not supported; use an http:// source"),
             ("[channel tv]\nsource = -\nring_size = big", "ringcast.conf:3: key 'ring_size': expected a size like 16M, got 'big'"),
         ];

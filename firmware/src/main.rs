@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 use ringcast::alloc_count::CountingAllocator;
-use ringcast::config::{self, Command, Config, SendMode, Source};
+use ringcast::config::{self, Command, Config, ProgramSelect, SendMode, Source};
 use ringcast::node::{self, ChannelSetup, Node, Settings, ZeroCopy};
 use ringcast::{limits, log_sink};
 use ringcast_hal::exec::Executor;
@@ -87,6 +87,7 @@ fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
                 bitrate_bps: None,
             },
             ring_bytes: DEMO_RING_BYTES,
+            program: ProgramSelect::All,
         }]);
     }
     Ok(config
@@ -96,6 +97,7 @@ fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
             name: channel.name.clone(),
             source: channel.source.clone(),
             ring_bytes: channel.ring_bytes.unwrap_or(config.ring_bytes),
+            program: channel.program.clone(),
         })
         .collect())
 }
@@ -126,6 +128,7 @@ fn settings(config: &Config, net: &LinuxNet) -> Settings {
             0
         },
         on_demand_ring_bytes: config.on_demand_ring_bytes,
+        instant_start: config.instant_start,
         zero_copy: match config.send_mode {
             SendMode::Auto => ZeroCopy::Remote,
             SendMode::Sendfile => ZeroCopy::Always,

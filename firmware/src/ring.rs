@@ -35,6 +35,9 @@ impl ChunkFlags {
     pub const KEYFRAME: Self = Self(1);
     /// The chunk follows a break in the source (reconnect, switch).
     pub const DISCONTINUITY: Self = Self(2);
+    /// The keyframe this chunk starts with has arrived whole (the next
+    /// picture began): a reader starting here decodes a picture at once.
+    pub const DECODABLE: Self = Self(4);
 
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
@@ -52,6 +55,8 @@ pub struct ChunkInfo {
     pub start: u64,
     pub length_bytes: u32,
     pub flags: ChunkFlags,
+    /// Ingest clock (ms) when the chunk's first byte arrived.
+    pub time_ms: u64,
 }
 
 /// A reader's place in the stream: an absolute byte position.
@@ -98,6 +103,8 @@ pub struct Ring<R: Region> {
     oldest_seq: u64,
     /// Sequence number of the open chunk (being written).
     open_seq: u64,
+    /// The writer's clock, stamped on chunks as they open.
+    now_ms: u64,
 }
 
 /// The number of chunk slots for a ring of `capacity_bytes`: enough for
@@ -122,12 +129,7 @@ impl<R: Region> Ring<R> {
         assert!(guard_bytes < capacity, "guard must leave room to read");
         let slots = chunk_slots_for(capacity);
         let mut chunks = vec![ChunkInfo::default(); slots].into_boxed_slice();
-        chunks[0] = ChunkInfo {
-            seq: 0,
-            start: 0,
-            length_bytes: 0,
-            flags: ChunkFlags::NONE,
-        };
+        chunks[0] = ChunkInfo::default();
         Self {
             region,
             capacity_bytes: capacity as u64,
@@ -136,6 +138,16 @@ impl<R: Region> Ring<R> {
             chunks,
             oldest_seq: 0,
             open_seq: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// Sets the writer's clock; chunks opened from now on carry this time.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let slot = self.slot(self.open_seq);
+        if self.chunks[slot].length_bytes == 0 {
+            self.chunks[slot].time_ms = now_ms;
         }
     }
 
@@ -224,7 +236,36 @@ impl<R: Region> Ring<R> {
             start: self.head,
             length_bytes: 0,
             flags,
+            time_ms: self.now_ms,
         };
+    }
+
+    /// Seals the open chunk at `position` (a packet boundary inside it) and
+    /// opens the next chunk there with `flags`, holding the bytes from
+    /// `position` to the head. Used when the writer learns only later that a
+    /// chunk should have started a few packets back (at the PAT before a
+    /// keyframe). Returns false, changing nothing, if `position` is not in
+    /// the open chunk.
+    pub fn split_open_at(&mut self, position: u64, flags: ChunkFlags) -> bool {
+        let open = *self.chunk_ref(self.open_seq);
+        if position < open.start
+            || position > self.head
+            || !(position - open.start).is_multiple_of(TS_PACKET_BYTES as u64)
+        {
+            return false;
+        }
+        if position == open.start {
+            self.mark_open(flags);
+            return true;
+        }
+        let moved = (self.head - position) as u32;
+        let slot = self.slot(self.open_seq);
+        self.chunks[slot].length_bytes -= moved;
+        self.close_chunk(flags);
+        let slot = self.slot(self.open_seq);
+        self.chunks[slot].start = position;
+        self.chunks[slot].length_bytes = moved;
+        true
     }
 
     fn write_bytes(&mut self, bytes: &[u8]) {
@@ -253,15 +294,79 @@ impl<R: Region> Ring<R> {
         self.chunks[slot].flags = self.chunks[slot].flags.union(flags);
     }
 
-    /// The newest chunk flagged [`ChunkFlags::KEYFRAME`] that is still
-    /// readable: where a new reader can start decoding at once.
+    /// Adds `flags` to chunk `seq`, if it is still in the table.
+    pub fn mark_chunk(&mut self, seq: u64, flags: ChunkFlags) {
+        if seq >= self.oldest_seq && seq <= self.open_seq {
+            let slot = self.slot(seq);
+            self.chunks[slot].flags = self.chunks[slot].flags.union(flags);
+        }
+    }
+
+    /// The newest readable chunk flagged [`ChunkFlags::KEYFRAME`] whose
+    /// keyframe arrived whole ([`ChunkFlags::DECODABLE`]), or else the newest
+    /// keyframe chunk at all: where a new reader decodes a picture soonest.
     pub fn newest_keyframe(&self) -> Option<ChunkInfo> {
         let window_start = self.window_start();
+        let mut newest = None;
+        for seq in (self.oldest_seq..=self.open_seq).rev() {
+            let chunk = *self.chunk_ref(seq);
+            if chunk.start < window_start {
+                break;
+            }
+            if !chunk.flags.contains(ChunkFlags::KEYFRAME) || chunk.length_bytes == 0 {
+                continue;
+            }
+            if chunk.flags.contains(ChunkFlags::DECODABLE) {
+                return Some(chunk);
+            }
+            newest = newest.or(Some(chunk));
+        }
+        newest
+    }
+
+    /// The newest keyframe chunk that arrived at or before `time_ms`, or the
+    /// oldest readable keyframe chunk if all are newer: where a time-shifted
+    /// reader starts.
+    pub fn keyframe_at_or_before(&self, time_ms: u64) -> Option<ChunkInfo> {
+        let window_start = self.window_start();
+        let mut oldest = None;
+        for seq in (self.oldest_seq..=self.open_seq).rev() {
+            let chunk = *self.chunk_ref(seq);
+            if chunk.start < window_start {
+                break;
+            }
+            if !chunk.flags.contains(ChunkFlags::KEYFRAME) || chunk.length_bytes == 0 {
+                continue;
+            }
+            if chunk.time_ms <= time_ms {
+                return Some(chunk);
+            }
+            oldest = Some(chunk);
+        }
+        oldest
+    }
+
+    /// Milliseconds of stream between the oldest readable chunk and the
+    /// writer's clock: how far back a reader can start.
+    pub fn timeshift_ms(&self) -> u64 {
+        let window_start = self.window_start();
         (self.oldest_seq..=self.open_seq)
-            .rev()
             .map(|seq| *self.chunk_ref(seq))
-            .take_while(|chunk| chunk.start >= window_start)
-            .find(|chunk| chunk.flags.contains(ChunkFlags::KEYFRAME) && chunk.length_bytes > 0)
+            .find(|chunk| chunk.start >= window_start && chunk.length_bytes > 0)
+            .map_or(0, |chunk| self.now_ms.saturating_sub(chunk.time_ms))
+    }
+
+    /// True if a reader may start at `position`: inside the readable window
+    /// and on a byte the writer has written.
+    pub fn holds(&self, position: u64) -> bool {
+        position >= self.window_start() && position <= self.head
+    }
+
+    /// The live edge: the head, where a reader gets only new bytes.
+    pub fn head_cursor(&self) -> Cursor {
+        Cursor {
+            position: self.head,
+        }
     }
 
     /// Forgets everything written so far (a new source took over the ring):
@@ -488,6 +593,57 @@ mod tests {
         assert_eq!(fresh.position, ring.head());
         ring.append(&packets(1, 9));
         assert_eq!(collect(&ring, fresh), packets(1, 9));
+    }
+
+    #[test]
+    fn split_moves_the_boundary_back_to_a_packet_in_the_open_chunk() {
+        let mut ring = ring(4);
+        ring.append(&packets(3, 0));
+        let psi_at = ring.head();
+        ring.append(&packets(2, 3));
+        ring.append(&packets(4, 5));
+        assert!(ring.split_open_at(psi_at, ChunkFlags::KEYFRAME));
+        let keyframe = ring.newest_keyframe().expect("keyframe chunk");
+        assert_eq!(keyframe.start, psi_at);
+        assert_eq!(keyframe.length_bytes as u64, ring.head() - psi_at);
+        assert_eq!(
+            ring.chunk(keyframe.seq - 1)
+                .map(|c| c.length_bytes as usize),
+            Some(3 * TS_PACKET_BYTES)
+        );
+        assert_eq!(collect(&ring, ring.live_start()), packets(6, 3));
+        // Outside the open chunk, or off a packet boundary: refused.
+        assert!(!ring.split_open_at(0, ChunkFlags::KEYFRAME));
+        assert!(!ring.split_open_at(psi_at + 1, ChunkFlags::KEYFRAME));
+    }
+
+    #[test]
+    fn time_shift_finds_the_keyframe_at_or_before_a_time() {
+        let mut ring = ring(8);
+        let mut starts = Vec::new();
+        for second in 0..5u64 {
+            ring.set_now_ms(second * 1000);
+            ring.close_chunk(ChunkFlags::KEYFRAME);
+            starts.push(ring.head());
+            ring.append(&packets(10, 0));
+        }
+        ring.set_now_ms(5000);
+        assert_eq!(
+            ring.keyframe_at_or_before(2500).map(|c| c.start),
+            Some(starts[2])
+        );
+        assert_eq!(
+            ring.keyframe_at_or_before(3000).map(|c| c.start),
+            Some(starts[3])
+        );
+        // Further back than the ring: the oldest keyframe.
+        assert_eq!(
+            ring.keyframe_at_or_before(0).map(|c| c.start),
+            Some(starts[0])
+        );
+        assert_eq!(ring.timeshift_ms(), 5000);
+        assert!(ring.holds(starts[1]) && ring.holds(ring.head()));
+        assert!(!ring.holds(ring.head() + 188));
     }
 
     #[test]

@@ -93,9 +93,26 @@ pub struct ChannelStats {
     pub errors: Counter,
     /// Bytes discarded because they were not part of a TS packet.
     pub garbage_bytes: Counter,
+    /// Times a packet-aligned source lost its sync byte (each needs a resync).
     pub sync_losses: Counter,
     pub reconnects: Counter,
     pub input_rate: RateMeter,
+    /// Packets whose continuity_counter skipped (lost or reordered packets).
+    pub cc_errors: Counter,
+    /// PCR steps backwards or beyond a second forward, not announced by a
+    /// discontinuity_indicator.
+    pub pcr_jumps: Counter,
+    /// Source restarts and switches marked in-band for the players.
+    pub discontinuities: Counter,
+    /// Chunks that start at a keyframe.
+    pub keyframes: Counter,
+    /// Bytes not relayed after a source switch while waiting for the new
+    /// source's PAT, PMT and first keyframe.
+    pub withheld_bytes: Counter,
+    /// Packets not relayed because they belong to programs not selected.
+    pub filtered_packets: Counter,
+    /// PSI sections dropped for a bad CRC or length.
+    pub psi_errors: Counter,
 }
 
 /// Daemon-wide counters.

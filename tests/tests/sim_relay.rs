@@ -61,6 +61,7 @@ fn settings(readers_max: usize) -> Settings {
         on_demand_channels: 0,
         on_demand_ring_bytes: 0,
         zero_copy: node::ZeroCopy::Remote,
+        instant_start: true,
         reader_send_buffer_bytes: 64 * 1024,
     }
 }
@@ -100,6 +101,7 @@ fn relay_with_ring(
         name: "sim".into(),
         source,
         ring_bytes,
+        program: ringcast::config::ProgramSelect::All,
     };
     let listen = SocketAddr::new(Ipv4Addr::from(RELAY).into(), HTTP_PORT);
     let node = Node::new(

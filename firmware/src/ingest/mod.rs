@@ -2,39 +2,136 @@
 //! to retry a lost upstream, and when a looped file's next packets are due.
 //!
 //! - [`Intake`] turns arbitrary source bytes into whole, aligned TS packets in
-//!   the ring (through the TS aligner), counts garbage and sync losses, and
-//!   tells the driver when readers should be woken.
+//!   the ring (through the TS aligner), reads the stream's tables and faults
+//!   (through [`demux::Demux`]), cuts the ring into chunks that start at
+//!   keyframes, and tells the driver when readers should be woken.
 //! - [`Backoff`] is the reconnection delay: exponential with full jitter, so
 //!   that many boxes losing the same upstream do not return all at once.
 //! - [`Pacer`] maps PCR values of a looped file onto wall-clock deadlines, so
 //!   the file plays at its own bitrate.
 //!
 //! The driver in `node` performs the socket and file I/O and the sleeps.
+//!
+//! What players get from the ring, and why:
+//! - every chunk flagged KEYFRAME starts with the channel's PAT and PMT and
+//!   then the first packet of a keyframe's PES, so a reader that starts at it
+//!   decodes its first picture at once. When the source already put PAT and
+//!   PMT right before the keyframe (ffmpeg does), the chunk starts at them;
+//!   otherwise copies of the latest PAT and PMT are inserted. The output keeps
+//!   the PAT and PMT continuity counters continuous, so a copy is never a
+//!   continuity error.
+//! - after a source restart or switch, nothing is relayed until the new
+//!   source's PAT, PMT and first keyframe (at most [`HOLD_MS_MAX`]); then the
+//!   first packet of every PID carries `discontinuity_indicator` (set in its
+//!   adaptation field, or in an adaptation-only packet inserted before it), so
+//!   players accept the new counters and the new clock.
+//! - with a program selected from an MPTS, only that program's packets pass,
+//!   with a PAT rewritten to list only it.
+
+pub mod demux;
 
 use ringcast_hal::{Region, Rng};
 
-use crate::limits::TS_PACKET_BYTES;
+use crate::config::ProgramSelect;
 use crate::ring::{ChunkFlags, Ring};
 use crate::stats::ChannelStats;
-use crate::wire::ts::{Aligner, Packet};
-
-/// The PID of the Program Association Table (ISO/IEC 13818-1 §2.4.4.3).
-const PAT_PID: u16 = 0;
+use crate::wire::es::{KeyframeScan, Verdict};
+use crate::wire::psi::PAT_PID;
+use crate::wire::ts::{Aligner, Packet, NULL_PID, PACKET_BYTES};
+use demux::{starts_video_pes, Demux, Role};
 
 /// Bytes of new data after which readers are woken even before the flush tick.
 pub const WAKE_BYTES: u64 = 64 * 1024;
+/// Longest wait for a new source's PAT, PMT and keyframe after a switch.
+pub const HOLD_MS_MAX: u64 = 5_000;
+/// Packets held back while deciding whether a video PES starts a keyframe.
+pub const STAGE_PACKETS_MAX: usize = 32;
+
+/// Packets after a video PES start, held until the keyframe scan decides.
+struct Staging {
+    bytes: [u8; STAGE_PACKETS_MAX * PACKET_BYTES],
+    count: usize,
+    video_pid: u16,
+    scan: Option<KeyframeScan>,
+    /// The PES start had random_access_indicator (the fallback verdict).
+    random_access: bool,
+}
+
+impl Staging {
+    fn is_active(&self) -> bool {
+        self.count > 0
+    }
+
+    fn push(&mut self, packet: &[u8]) {
+        let at = self.count * PACKET_BYTES;
+        self.bytes[at..at + PACKET_BYTES].copy_from_slice(&packet[..PACKET_BYTES]);
+        self.count += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.count == STAGE_PACKETS_MAX
+    }
+}
+
+/// Where the output stands: chunk boundaries, continuity of PSI copies,
+/// discontinuity marking after a switch.
+struct Output {
+    /// The next packet written follows a break in the source.
+    break_pending: bool,
+    /// Since when packets are withheld after a break (waiting for a keyframe).
+    hold_since_ms: Option<u64>,
+    /// A PAT (and maybe the PMT) were just written from this ring position,
+    /// with only PSI after them.
+    psi_run: Option<PsiRun>,
+    /// Last continuity counters written on the PAT PID and the PMT PID.
+    pat_counter: Option<u8>,
+    pmt_counter: Option<(u16, u8)>,
+    /// PIDs whose first packet after a break still needs the
+    /// discontinuity_indicator.
+    discontinuity_pending: [u64; 8192 / 64],
+    /// Whether a break should set `discontinuity_pending`: true once some
+    /// packet was written.
+    wrote_any: bool,
+    /// The chunk of the last keyframe, until the next picture starts.
+    keyframe_incomplete: Option<u64>,
+}
+
+/// What a packet starts, for chunk boundaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    Plain,
+    /// The first packet of a picture that is not a keyframe.
+    Picture,
+    /// The first packet of a keyframe.
+    Keyframe,
+}
+
+impl Mark {
+    fn picture(keyframe: bool) -> Self {
+        if keyframe {
+            Mark::Keyframe
+        } else {
+            Mark::Picture
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct PsiRun {
+    start: u64,
+    has_pmt: bool,
+}
 
 /// Feeds source bytes into a channel's ring.
 pub struct Intake {
     aligner: Aligner,
+    demux: Demux,
+    staging: Staging,
+    output: Output,
     garbage_seen: u64,
     sync_losses_seen: u64,
     unannounced_bytes: u64,
     last_wake_ms: u64,
-    /// Set when the next packets follow a break in the source.
-    pending_discontinuity: bool,
-    /// The open chunk began with a PAT and has no keyframe yet.
-    open_chunk_has_pat: bool,
 }
 
 /// What the driver should do after [`Intake::handle_bytes`].
@@ -50,34 +147,66 @@ pub struct IntakeResult {
 
 impl Default for Intake {
     fn default() -> Self {
-        Self::new()
+        Self::new(ProgramSelect::All)
     }
 }
 
 impl Intake {
-    pub fn new() -> Self {
+    pub fn new(select: ProgramSelect) -> Self {
         Self {
             aligner: Aligner::default(),
+            demux: Demux::new(select),
+            staging: Staging {
+                bytes: [0; STAGE_PACKETS_MAX * PACKET_BYTES],
+                count: 0,
+                video_pid: NULL_PID,
+                scan: None,
+                random_access: false,
+            },
+            output: Output {
+                break_pending: false,
+                hold_since_ms: None,
+                psi_run: None,
+                pat_counter: None,
+                pmt_counter: None,
+                discontinuity_pending: [0; 8192 / 64],
+                wrote_any: false,
+                keyframe_incomplete: None,
+            },
             garbage_seen: 0,
             sync_losses_seen: 0,
             unannounced_bytes: 0,
             last_wake_ms: 0,
-            pending_discontinuity: false,
-            open_chunk_has_pat: false,
         }
     }
 
-    /// Starts a new upstream session: partial packets of the old one are
-    /// dropped, and the next chunk is marked as a discontinuity.
-    pub fn handle_source_restart(&mut self) {
-        self.aligner.reset();
-        self.pending_discontinuity = true;
+    /// The packet size the source uses (188, 192 or 204), once locked.
+    pub fn source_stride(&self) -> Option<usize> {
+        self.aligner.stride()
     }
 
-    /// Marks the next packets as following a break (a looped file restarting)
-    /// without dropping the partial packet in hand.
-    pub fn mark_discontinuity(&mut self) {
-        self.pending_discontinuity = true;
+    /// Starts a new upstream session: partial packets of the old one are
+    /// dropped, and the new one is marked as a discontinuity.
+    pub fn handle_source_restart(&mut self, now_ms: u64) {
+        self.aligner.reset();
+        self.mark_discontinuity(now_ms);
+    }
+
+    /// Marks the next packets as following a break (a looped file restarting,
+    /// a new source) without dropping the partial packet in hand. Tables are
+    /// learned again; if the old source had them, nothing is relayed until
+    /// the new source's PAT, PMT and first keyframe.
+    pub fn mark_discontinuity(&mut self, now_ms: u64) {
+        let had_psi = self.demux.has_psi();
+        self.staging.count = 0;
+        self.demux.handle_restart();
+        let output = &mut self.output;
+        if output.wrote_any {
+            output.break_pending = true;
+            output.discontinuity_pending = [u64::MAX; 8192 / 64];
+        }
+        output.hold_since_ms = had_psi.then_some(now_ms);
+        output.psi_run = None;
     }
 
     /// Aligns `bytes` to TS packets and appends them to the ring.
@@ -89,17 +218,21 @@ impl Intake {
         ring: &mut Ring<R>,
         stats: &ChannelStats,
     ) -> IntakeResult {
-        let mut packet_bytes = 0u64;
-        let pending_discontinuity = &mut self.pending_discontinuity;
-        let open_chunk_has_pat = &mut self.open_chunk_has_pat;
-        self.aligner.push(bytes, &mut |packets: &[u8]| {
-            if core::mem::take(pending_discontinuity) {
-                ring.close_chunk(ChunkFlags::DISCONTINUITY);
-                *open_chunk_has_pat = false;
+        ring.set_now_ms(now_ms);
+        let head_before = ring.head();
+        let Self {
+            aligner,
+            demux,
+            staging,
+            output,
+            ..
+        } = self;
+        aligner.push(bytes, &mut |packets: &[u8]| {
+            for packet in packets.chunks_exact(PACKET_BYTES) {
+                handle_packet(demux, staging, output, ring, packet, now_ms, stats);
             }
-            append_marking_keyframes(ring, packets, open_chunk_has_pat);
-            packet_bytes += packets.len() as u64;
         });
+        let packet_bytes = ring.head() - head_before;
         let garbage_total = self.aligner.garbage_bytes();
         let garbage_bytes = garbage_total - self.garbage_seen;
         self.garbage_seen = garbage_total;
@@ -136,48 +269,304 @@ impl Intake {
     }
 }
 
-/// Appends packets, starting a new chunk at every PAT and flagging a chunk
-/// as a keyframe when a random-access packet follows its PAT. A reader that
-/// starts at such a chunk gets the PAT, the PMT and then a keyframe, so it
-/// decodes from its first byte (encoders such as ffmpeg repeat PAT/PMT just
-/// before each keyframe).
-fn append_marking_keyframes<R: Region>(
+/// One aligned packet from the source: read it, then relay, hold, stage or
+/// drop it.
+fn handle_packet<R: Region>(
+    demux: &mut Demux,
+    staging: &mut Staging,
+    output: &mut Output,
     ring: &mut Ring<R>,
-    packets: &[u8],
-    open_chunk_has_pat: &mut bool,
+    bytes: &[u8],
+    now_ms: u64,
+    stats: &ChannelStats,
 ) {
-    let mut run_start = 0;
-    for offset in (0..packets.len()).step_by(TS_PACKET_BYTES) {
-        let Ok(packet) = Packet::new_checked(&packets[offset..offset + TS_PACKET_BYTES]) else {
-            continue;
-        };
-        if packet.pid() == PAT_PID && packet.payload_unit_start() {
-            ring.append(&packets[run_start..offset]);
-            ring.close_chunk(ChunkFlags::NONE);
-            run_start = offset;
-            *open_chunk_has_pat = true;
-        } else if *open_chunk_has_pat && packet.random_access() && starts_video_pes(&packet) {
-            ring.mark_open(ChunkFlags::KEYFRAME);
-            *open_chunk_has_pat = false;
+    let Ok(packet) = Packet::new_checked(bytes) else {
+        // A bad adaptation length: nothing can be read from it; relay it.
+        output.write(demux, ring, bytes, Mark::Plain, now_ms, stats);
+        return;
+    };
+    let role = demux.observe(&packet, stats);
+    let bytes: &[u8] = match role {
+        Role::Filtered => {
+            stats.filtered_packets.increment();
+            return;
+        }
+        Role::RewrittenPat { complete: false } => return,
+        Role::RewrittenPat { complete: true } => match demux.psi_packets().0.first() {
+            Some(pat) => pat,
+            None => return,
+        },
+        Role::Pass | Role::Psi | Role::VideoStart(_) => bytes,
+    };
+    if staging.is_active() {
+        if matches!(role, Role::VideoStart(_)) {
+            // A new picture before the last one was decided.
+            flush_staging(
+                demux,
+                staging,
+                output,
+                ring,
+                Verdict::Unknown,
+                now_ms,
+                stats,
+            );
+        } else {
+            staging.push(bytes);
+            let mut verdict = Verdict::NeedMore;
+            if packet.pid() == staging.video_pid {
+                if let Some(scan) = staging.scan.as_mut() {
+                    verdict = scan.push(packet.payload());
+                }
+            }
+            if verdict != Verdict::NeedMore || staging.is_full() {
+                flush_staging(demux, staging, output, ring, verdict, now_ms, stats);
+            }
+            return;
         }
     }
-    let seq_before = ring.open_seq();
-    ring.append(&packets[run_start..]);
-    if ring.open_seq() != seq_before {
-        // A full chunk was sealed: the new open chunk does not start at a PAT.
-        *open_chunk_has_pat = false;
+    let Role::VideoStart(codec) = role else {
+        output.write(demux, ring, bytes, Mark::Plain, now_ms, stats);
+        return;
+    };
+    let random_access = packet.random_access() && starts_video_pes(&packet);
+    let Some(codec) = codec else {
+        output.write(
+            demux,
+            ring,
+            bytes,
+            Mark::picture(random_access),
+            now_ms,
+            stats,
+        );
+        return;
+    };
+    let mut scan = KeyframeScan::new(codec);
+    let keyframe = match scan.push(packet.payload()) {
+        Verdict::Keyframe => true,
+        Verdict::NotKeyframe => false,
+        Verdict::Unknown => random_access,
+        Verdict::NeedMore => {
+            staging.video_pid = packet.pid();
+            staging.scan = Some(scan);
+            staging.random_access = random_access;
+            staging.push(bytes);
+            return;
+        }
+    };
+    output.write(demux, ring, bytes, Mark::picture(keyframe), now_ms, stats);
+}
+
+/// Relays the staged packets, the first one as a keyframe if `verdict` (or,
+/// undecided, its random_access_indicator) says so.
+fn flush_staging<R: Region>(
+    demux: &Demux,
+    staging: &mut Staging,
+    output: &mut Output,
+    ring: &mut Ring<R>,
+    verdict: Verdict,
+    now_ms: u64,
+    stats: &ChannelStats,
+) {
+    let keyframe = match verdict {
+        Verdict::Keyframe => true,
+        Verdict::NotKeyframe => false,
+        Verdict::Unknown | Verdict::NeedMore => staging.random_access,
+    };
+    let count = core::mem::take(&mut staging.count);
+    staging.scan = None;
+    for (index, packet) in staging.bytes[..count * PACKET_BYTES]
+        .chunks_exact(PACKET_BYTES)
+        .enumerate()
+    {
+        let mark = match index {
+            0 => Mark::picture(keyframe),
+            _ => Mark::Plain,
+        };
+        output.write(demux, ring, packet, mark, now_ms, stats);
     }
 }
 
-/// True if the packet starts a PES packet of a video stream (stream ids
-/// 0xE0–0xEF, ISO/IEC 13818-1 table 2-22). Audio frames carry the
-/// random-access flag too, but a player needs a video keyframe to start.
-fn starts_video_pes(packet: &Packet<&[u8]>) -> bool {
-    let payload = packet.payload();
-    packet.payload_unit_start()
-        && payload.len() >= 4
-        && payload[..3] == [0, 0, 1]
-        && payload[3] & 0xF0 == 0xE0
+impl Output {
+    /// Writes one packet that is to be relayed, cutting a chunk before it if
+    /// it starts a keyframe, and applying the hold after a break.
+    fn write<R: Region>(
+        &mut self,
+        demux: &Demux,
+        ring: &mut Ring<R>,
+        packet: &[u8],
+        mark: Mark,
+        now_ms: u64,
+        stats: &ChannelStats,
+    ) {
+        let keyframe = mark == Mark::Keyframe;
+        if let Some(since_ms) = self.hold_since_ms {
+            let ready = demux.has_psi() && (keyframe || demux.is_without_video());
+            let expired = now_ms.saturating_sub(since_ms) >= HOLD_MS_MAX;
+            if !ready && !expired {
+                stats.withheld_bytes.add(PACKET_BYTES as u64);
+                return;
+            }
+            if !ready {
+                log::warn!(
+                    "source switch: no keyframe within {} s; relaying anyway",
+                    HOLD_MS_MAX / 1000
+                );
+            }
+            self.hold_since_ms = None;
+        }
+        if core::mem::take(&mut self.break_pending) {
+            stats.discontinuities.increment();
+            let flags = if keyframe {
+                stats.keyframes.increment();
+                ChunkFlags::DISCONTINUITY.union(ChunkFlags::KEYFRAME)
+            } else {
+                ChunkFlags::DISCONTINUITY
+            };
+            ring.close_chunk(flags);
+            self.write_psi_copies(demux, ring);
+        } else if keyframe {
+            stats.keyframes.increment();
+            let split = self
+                .psi_run
+                .filter(|run| run.has_pmt)
+                .is_some_and(|run| ring.split_open_at(run.start, ChunkFlags::KEYFRAME));
+            if !split {
+                ring.close_chunk(ChunkFlags::KEYFRAME);
+                self.write_psi_copies(demux, ring);
+            }
+        }
+        if mark != Mark::Plain {
+            // The picture before this one is complete: if it was a keyframe,
+            // a reader can decode it as soon as it starts there.
+            if let Some(seq) = self.keyframe_incomplete.take() {
+                ring.mark_chunk(seq, ChunkFlags::DECODABLE);
+            }
+        }
+        if keyframe {
+            self.keyframe_incomplete = Some(ring.open_seq());
+        }
+        self.write_packet(demux, ring, packet);
+    }
+
+    /// Writes the latest PAT and PMT again (continuity counters continued).
+    fn write_psi_copies<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>) {
+        if !demux.has_psi() {
+            return;
+        }
+        let (pat, pmt) = demux.psi_packets();
+        for packet in pat.iter().chain(pmt) {
+            self.write_packet(demux, ring, packet);
+        }
+    }
+
+    /// Appends one packet, with the PSI counters made continuous and the
+    /// discontinuity mark after a break.
+    fn write_packet<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>, packet: &[u8]) {
+        self.wrote_any = true;
+        let pid = packet_pid(packet);
+        let position = ring.head();
+        let pmt_pid = demux.pmt_pid();
+        if pid == PAT_PID || Some(pid) == pmt_pid {
+            let mut copy = [0u8; PACKET_BYTES];
+            copy.copy_from_slice(&packet[..PACKET_BYTES]);
+            let counter = if pid == PAT_PID {
+                next_counter(&mut self.pat_counter, &copy)
+            } else {
+                let mut last = self.pmt_counter.filter(|&(p, _)| p == pid).map(|(_, c)| c);
+                let counter = next_counter(&mut last, &copy);
+                self.pmt_counter = Some((pid, counter));
+                counter
+            };
+            copy[3] = (copy[3] & 0xF0) | counter;
+            self.clear_pending(pid);
+            ring.append(&copy);
+            self.psi_run = if pid == PAT_PID {
+                (copy[1] & 0x40 != 0)
+                    .then_some(PsiRun {
+                        start: position,
+                        has_pmt: false,
+                    })
+                    .or(self.psi_run)
+            } else {
+                self.psi_run.map(|run| PsiRun {
+                    has_pmt: true,
+                    ..run
+                })
+            };
+            return;
+        }
+        if !matches!(pid, NULL_PID | 0x10..=0x1F) {
+            self.psi_run = None;
+        }
+        if pid != NULL_PID && self.take_pending(pid) {
+            write_marked(ring, packet);
+        } else {
+            ring.append(&packet[..PACKET_BYTES]);
+        }
+    }
+
+    fn take_pending(&mut self, pid: u16) -> bool {
+        let (word, bit) = (usize::from(pid) / 64, pid % 64);
+        let pending = self.discontinuity_pending[word] & (1 << bit) != 0;
+        self.discontinuity_pending[word] &= !(1 << bit);
+        pending
+    }
+
+    fn clear_pending(&mut self, pid: u16) {
+        self.take_pending(pid);
+    }
+}
+
+fn packet_pid(packet: &[u8]) -> u16 {
+    u16::from_be_bytes([packet[1], packet[2]]) & 0x1FFF
+}
+
+/// The continuity counter for the next output packet of a PSI PID: the
+/// source's own for the first one, then continuing from the last written.
+fn next_counter(last: &mut Option<u8>, packet: &[u8; PACKET_BYTES]) -> u8 {
+    let has_payload = packet[3] & 0x10 != 0;
+    let counter = match *last {
+        None => packet[3] & 0x0F,
+        Some(previous) if has_payload => (previous + 1) & 0x0F,
+        Some(previous) => previous,
+    };
+    *last = Some(counter);
+    counter
+}
+
+/// Writes `packet` with discontinuity_indicator set: in its own adaptation
+/// field if it has one, else in an adaptation-only packet written first.
+fn write_marked<R: Region>(ring: &mut Ring<R>, packet: &[u8]) {
+    let has_adaptation = packet[3] & 0x20 != 0;
+    if has_adaptation && packet[4] > 0 {
+        let mut copy = [0u8; PACKET_BYTES];
+        copy.copy_from_slice(&packet[..PACKET_BYTES]);
+        copy[5] |= 0x80;
+        ring.append(&copy);
+        return;
+    }
+    ring.append(&discontinuity_packet(packet));
+    ring.append(&packet[..PACKET_BYTES]);
+}
+
+/// An adaptation-only packet (no payload) on `packet`'s PID that announces a
+/// discontinuity, with the continuity counter `packet` continues from.
+fn discontinuity_packet(packet: &[u8]) -> [u8; PACKET_BYTES] {
+    let has_payload = packet[3] & 0x10 != 0;
+    let counter = packet[3] & 0x0F;
+    let previous = if has_payload {
+        counter.wrapping_sub(1) & 0x0F
+    } else {
+        counter
+    };
+    let mut marker = [0xFFu8; PACKET_BYTES];
+    marker[0] = crate::wire::ts::SYNC_BYTE;
+    marker[1] = packet[1] & 0x1F;
+    marker[2] = packet[2];
+    marker[3] = 0x20 | previous;
+    marker[4] = (PACKET_BYTES - 5) as u8;
+    marker[5] = 0x80;
+    marker
 }
 
 /// Reconnection delays: exponential from `base_ms` to `max_ms`, with full
@@ -290,6 +679,293 @@ mod tests {
     use super::*;
     use ringcast_hal::XorShift;
 
+    use crate::ring::{Cursor, Readable};
+    use crate::wire::psi;
+
+    struct VecRegion(Vec<u8>);
+    impl Region for VecRegion {
+        fn as_mut_slice(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+        fn as_slice(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    const PMT_PID: u16 = 0x1000;
+    const VIDEO: u16 = 0x100;
+    const AUDIO: u16 = 0x101;
+
+    fn test_ring() -> Ring<VecRegion> {
+        let bytes = 8 * crate::limits::CHUNK_BYTES;
+        Ring::new(VecRegion(vec![0; bytes]), crate::limits::CHUNK_BYTES)
+    }
+
+    /// A packet on `pid` with `payload` after an optional adaptation field
+    /// of `adaptation` bytes (flags first), stuffed to 188 bytes.
+    fn packet(pid: u16, start: bool, cc: u8, adaptation: &[u8], payload: &[u8]) -> Vec<u8> {
+        let flags = if start { 0x40 } else { 0 };
+        let mut bytes = vec![0x47, (pid >> 8) as u8 | flags, pid as u8];
+        if adaptation.is_empty() && payload.len() == 184 {
+            bytes.push(0x10 | cc);
+        } else {
+            bytes.push(0x30 | cc);
+            let length = 183 - payload.len();
+            bytes.push(length as u8);
+            let mut field = adaptation.to_vec();
+            if field.is_empty() && length > 0 {
+                field.push(0);
+            }
+            field.resize(length, 0xFF);
+            bytes.extend(field);
+        }
+        bytes.extend_from_slice(payload);
+        assert_eq!(bytes.len(), 188);
+        bytes
+    }
+
+    fn section_packet(pid: u16, cc: u8, section: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0u8];
+        payload.extend_from_slice(section);
+        payload.resize(184, 0xFF);
+        packet(pid, true, cc, &[], &payload)
+    }
+
+    fn with_crc(mut section: Vec<u8>) -> Vec<u8> {
+        let length = section.len() + 4 - 3;
+        section[1] = 0xB0 | (length >> 8) as u8;
+        section[2] = length as u8;
+        let crc = psi::crc32_mpeg2(&section);
+        section.extend_from_slice(&crc.to_be_bytes());
+        section
+    }
+
+    fn pat(cc: u8, programs: &[(u16, u16)]) -> Vec<u8> {
+        let mut section = vec![0x00, 0, 0, 0x00, 0x01, 0xC1, 0, 0];
+        for &(number, pid) in programs {
+            section.extend_from_slice(&number.to_be_bytes());
+            section.extend_from_slice(&(0xE000 | pid).to_be_bytes());
+        }
+        section_packet(0, cc, &with_crc(section))
+    }
+
+    fn pmt(pid: u16, cc: u8, number: u16, video: u16, audio: u16) -> Vec<u8> {
+        let mut section = vec![0x02, 0, 0];
+        section.extend_from_slice(&number.to_be_bytes());
+        section.extend_from_slice(&[0xC1, 0, 0]);
+        section.extend_from_slice(&(0xE000 | video).to_be_bytes());
+        section.extend_from_slice(&[0xF0, 0]);
+        section.push(0x1B);
+        section.extend_from_slice(&(0xE000 | video).to_be_bytes());
+        section.extend_from_slice(&[0xF0, 0]);
+        section.push(0x0F);
+        section.extend_from_slice(&(0xE000 | audio).to_be_bytes());
+        section.extend_from_slice(&[0xF0, 0]);
+        section_packet(pid, cc, &with_crc(section))
+    }
+
+    /// The first packet of an H.264 PES whose first slice is `nal_type`.
+    fn video_start(pid: u16, cc: u8, nal_type: u8, pcr: Option<u64>) -> Vec<u8> {
+        let mut payload = vec![0, 0, 1, 0xE0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+        payload.extend_from_slice(&[0, 0, 0, 1, 0x09, 0xF0]);
+        payload.extend_from_slice(&[0, 0, 0, 1, 0x60 | nal_type, 0x88, 0x84]);
+        payload.resize(150, 0x11);
+        let adaptation = match pcr {
+            Some(pcr) => {
+                let base = pcr / 300;
+                vec![
+                    if nal_type == 5 { 0x50 } else { 0x10 },
+                    (base >> 25) as u8,
+                    (base >> 17) as u8,
+                    (base >> 9) as u8,
+                    (base >> 1) as u8,
+                    ((base & 1) << 7) as u8 | 0x7E,
+                    0,
+                ]
+            }
+            None => vec![if nal_type == 5 { 0x40 } else { 0 }],
+        };
+        packet(pid, true, cc, &adaptation, &payload)
+    }
+
+    fn data(pid: u16, cc: u8) -> Vec<u8> {
+        packet(pid, false, cc, &[], &[0x22; 184])
+    }
+
+    fn read_all(ring: &Ring<VecRegion>, cursor: Cursor) -> Vec<u8> {
+        match ring.readable(cursor, usize::MAX) {
+            Readable::Data { first, second } => {
+                let mut out = ring.bytes(first).to_vec();
+                if let Some(second) = second {
+                    out.extend_from_slice(ring.bytes(second));
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn pids(bytes: &[u8]) -> Vec<u16> {
+        bytes.chunks(188).map(packet_pid).collect()
+    }
+
+    fn feed(intake: &mut Intake, ring: &mut Ring<VecRegion>, stats: &ChannelStats, bytes: &[u8]) {
+        intake.handle_bytes(0, 50, bytes, ring, stats);
+    }
+
+    /// PAT, PMT, IDR, audio, P, audio: the layout ffmpeg writes.
+    fn gop(round: u8) -> Vec<u8> {
+        let cc = (round * 2) & 15;
+        [
+            pat(round & 15, &[(1, PMT_PID)]),
+            pmt(PMT_PID, round & 15, 1, VIDEO, AUDIO),
+            video_start(VIDEO, cc, 5, Some(27_000_000 * u64::from(round))),
+            data(AUDIO, cc),
+            video_start(VIDEO, (cc + 1) & 15, 1, None),
+            data(AUDIO, (cc + 1) & 15),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn keyframe_chunks_start_at_the_pat_before_the_keyframe() {
+        let (mut intake, mut ring, stats) =
+            (Intake::default(), test_ring(), ChannelStats::default());
+        let mut input = Vec::new();
+        for round in 0..3u8 {
+            input.extend(gop(round));
+        }
+        feed(&mut intake, &mut ring, &stats, &input);
+        // Nothing was changed or inserted.
+        assert!(read_all(&ring, Cursor { position: 0 }) == input);
+        assert_eq!(stats.keyframes.get(), 3);
+        let start = ring.live_start();
+        let tail = read_all(&ring, start);
+        assert_eq!(pids(&tail)[..3], [0, PMT_PID, VIDEO]);
+        assert_eq!(tail.len(), 6 * 188);
+        assert_eq!(stats.cc_errors.get(), 0);
+    }
+
+    #[test]
+    fn keyframes_without_psi_before_them_get_copies() {
+        let (mut intake, mut ring, stats) =
+            (Intake::default(), test_ring(), ChannelStats::default());
+        let mut input = gop(0);
+        input.extend(data(AUDIO, 2));
+        input.extend(video_start(VIDEO, 2, 5, None));
+        input.extend(data(VIDEO, 3));
+        input.extend(video_start(VIDEO, 4, 1, None));
+        feed(&mut intake, &mut ring, &stats, &input);
+        let tail = read_all(&ring, ring.live_start());
+        assert_eq!(pids(&tail), [0, PMT_PID, VIDEO, VIDEO, VIDEO]);
+        // The copies continue the counters of the PAT and PMT.
+        assert_eq!(tail[3] & 0x0F, 1);
+        assert_eq!(tail[188 + 3] & 0x0F, 1);
+        assert_eq!(stats.keyframes.get(), 2);
+    }
+
+    #[test]
+    fn idr_found_behind_a_large_sei_spanning_packets() {
+        let (mut intake, mut ring, stats) =
+            (Intake::default(), test_ring(), ChannelStats::default());
+        feed(&mut intake, &mut ring, &stats, &gop(0));
+        let mut first = vec![0, 0, 1, 0xE0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+        first.extend_from_slice(&[0, 0, 0, 1, 0x06, 0x05]);
+        first.resize(184, 0x33);
+        let mut input = packet(VIDEO, true, 2, &[], &first);
+        input.extend(data(AUDIO, 2));
+        input.extend(packet(VIDEO, false, 3, &[], &[0x33; 184]));
+        let mut last = vec![0x33; 100];
+        last.extend_from_slice(&[0, 0, 1, 0x65, 0x88]);
+        last.resize(184, 0x44);
+        input.extend(packet(VIDEO, false, 4, &[], &last));
+        input.extend(data(VIDEO, 5));
+        input.extend(video_start(VIDEO, 6, 1, None));
+        feed(&mut intake, &mut ring, &stats, &input);
+        assert_eq!(stats.keyframes.get(), 2);
+        let tail = read_all(&ring, ring.live_start());
+        assert_eq!(
+            pids(&tail),
+            [0, PMT_PID, VIDEO, AUDIO, VIDEO, VIDEO, VIDEO, VIDEO]
+        );
+        assert!(tail[2 * 188..] == input[..]);
+    }
+
+    #[test]
+    fn a_switch_withholds_until_the_new_keyframe_and_marks_every_pid() {
+        let (mut intake, mut ring, stats) =
+            (Intake::default(), test_ring(), ChannelStats::default());
+        feed(&mut intake, &mut ring, &stats, &gop(0));
+        intake.handle_source_restart(1000);
+        let (video, audio, pmt_pid) = (0x200, 0x201, 0x1200);
+        let mut input = data(audio, 7);
+        input.extend(video_start(video, 3, 1, None));
+        let withheld = input.len() as u64;
+        input.extend(pat(9, &[(1, pmt_pid)]));
+        input.extend(pmt(pmt_pid, 4, 1, video, audio));
+        let keyframe = video_start(video, 4, 5, Some(0));
+        input.extend(&keyframe);
+        input.extend(data(audio, 8));
+        let next_picture = video_start(video, 5, 1, None);
+        input.extend(&next_picture);
+        feed(&mut intake, &mut ring, &stats, &input);
+        assert_eq!(stats.withheld_bytes.get(), withheld + 2 * 188);
+        assert_eq!(stats.discontinuities.get(), 1);
+        let start = ring.live_start();
+        let chunk = ring.newest_keyframe().expect("keyframe chunk");
+        assert!(chunk.flags.contains(ChunkFlags::DISCONTINUITY));
+        let tail = read_all(&ring, start);
+        assert_eq!(pids(&tail), [0, pmt_pid, video, audio, audio, video]);
+        // The keyframe's own adaptation field carries the flag.
+        assert_eq!(tail[2 * 188 + 5] & 0x80, 0x80);
+        // Audio had no adaptation field: an adaptation-only packet comes first.
+        let marker = &tail[3 * 188..4 * 188];
+        assert_eq!(marker[3], 0x20 | 7);
+        assert_eq!((marker[4], marker[5]), (183, 0x80));
+        assert!(tail[4 * 188..] == [data(audio, 8), next_picture].concat()[..]);
+    }
+
+    #[test]
+    fn a_selected_program_is_served_alone_with_its_own_pat() {
+        let stats = ChannelStats::default();
+        let mut ring = test_ring();
+        let mut intake = Intake::new(ProgramSelect::Number(2));
+        let mut input = pat(0, &[(1, 0x1000), (2, 0x1100)]);
+        input.extend(pmt(0x1000, 0, 1, 0x100, 0x101));
+        input.extend(pmt(0x1100, 0, 2, 0x110, 0x111));
+        for cc in 0..3 {
+            input.extend(video_start(0x100, cc, 5, None));
+            input.extend(video_start(0x110, cc, 5, None));
+            input.extend(data(0x101, cc));
+            input.extend(data(0x111, cc));
+        }
+        feed(&mut intake, &mut ring, &stats, &input);
+        let out = read_all(&ring, Cursor { position: 0 });
+        let out_pids = pids(&out);
+        assert!(
+            out_pids
+                .iter()
+                .all(|pid| [0, 0x1100, 0x110, 0x111].contains(pid)),
+            "{out_pids:x?}"
+        );
+        assert!(out_pids.contains(&0x110) && out_pids.contains(&0x111));
+        let pat_section = &out[5..];
+        let entries: Vec<_> = psi::pat_entries(pat_section).collect();
+        assert_eq!(entries, [(2, 0x1100)]);
+        assert!(stats.filtered_packets.get() >= 7);
+    }
+
+    #[test]
+    fn counter_gaps_and_pcr_jumps_are_counted() {
+        let (mut intake, mut ring, stats) =
+            (Intake::default(), test_ring(), ChannelStats::default());
+        let mut input = gop(0);
+        input.extend(data(AUDIO, 5));
+        input.extend(video_start(VIDEO, 2, 1, Some(27_000_000 * 30)));
+        feed(&mut intake, &mut ring, &stats, &input);
+        assert_eq!(stats.cc_errors.get(), 1);
+        assert_eq!(stats.pcr_jumps.get(), 1);
+    }
     #[test]
     fn backoff_grows_with_jitter_and_resets() {
         let mut rng = XorShift::new(7);
@@ -331,7 +1007,7 @@ mod tests {
 
     #[test]
     fn wake_after_bytes_or_flush_interval() {
-        let mut intake = Intake::new();
+        let mut intake = Intake::default();
         intake.unannounced_bytes = 100;
         intake.last_wake_ms = 0;
         assert!(!intake.poll_wake(10, 50));

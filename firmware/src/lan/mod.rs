@@ -52,6 +52,62 @@ pub fn route(path: &str) -> Route<'_> {
     }
 }
 
+/// Where a stream request wants to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// The default: the newest keyframe (instant start) or the live edge.
+    Live,
+    /// Exactly this stream position (`?position=N`): a resumed reader.
+    Position(u64),
+    /// This many milliseconds in the past, on a keyframe (`?offset=-30s`).
+    Offset { back_ms: u64 },
+}
+
+/// The longest time-shift a query may ask for (the ring is the real bound).
+pub const OFFSET_S_MAX: u64 = 24 * 3600;
+
+/// Reads `position=N` or `offset=-30s` (also `-30`, `-2m`, `30s`) from a
+/// stream URL's query. Other parameters are ignored, as players add their own.
+pub fn parse_stream_query(query: Option<&str>) -> Result<StartAt, &'static str> {
+    let mut start = StartAt::Live;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        start = match key {
+            "position" => StartAt::Position(
+                value
+                    .parse()
+                    .map_err(|_| "position must be a byte count, like position=123456")?,
+            ),
+            "offset" => StartAt::Offset {
+                back_ms: parse_offset_ms(value)?,
+            },
+            _ => continue,
+        };
+    }
+    Ok(start)
+}
+
+/// `-30s`, `30`, `-2m`, `-1h` as milliseconds back in time.
+fn parse_offset_ms(text: &str) -> Result<u64, &'static str> {
+    const ERROR: &str = "offset must be a time back, like offset=-30s or offset=-2m";
+    let text = text.strip_prefix('-').unwrap_or(text);
+    let (digits, unit_s) = match text.as_bytes().last() {
+        Some(b's') => (&text[..text.len() - 1], 1),
+        Some(b'm') => (&text[..text.len() - 1], 60),
+        Some(b'h') => (&text[..text.len() - 1], 3600),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ERROR);
+    }
+    let seconds = digits
+        .parse::<u64>()
+        .map_err(|_| ERROR)?
+        .saturating_mul(unit_s)
+        .min(OFFSET_S_MAX);
+    Ok(seconds * 1000)
+}
+
 /// A channel's state as shown to users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelState {
@@ -83,6 +139,8 @@ pub struct ChannelView<'a> {
     pub state: ChannelState,
     pub input_bps: u64,
     pub ring_bytes: u64,
+    /// Seconds of stream a reader can go back (`?offset=`).
+    pub timeshift_s: u64,
     pub stats: &'a ChannelStats,
 }
 
@@ -133,7 +191,9 @@ fn render_channel_json(w: &mut SliceWriter<'_>, channel: &ChannelView<'_>) -> co
         w,
         "\",\"state\":\"{}\",\"input_bps\":{},\"bytes_in\":{},\"bytes_out\":{},\"readers\":{},\
          \"skips\":{},\"drops\":{},\"errors\":{},\"garbage_bytes\":{},\"sync_losses\":{},\
-         \"reconnects\":{},\"ring_bytes\":{}}}",
+         \"resyncs\":{},\"cc_errors\":{},\"pcr_jumps\":{},\"discontinuities\":{},\
+         \"keyframes\":{},\"withheld_bytes\":{},\"filtered_packets\":{},\"psi_errors\":{},\
+         \"reconnects\":{},\"ring_bytes\":{},\"timeshift_s\":{}}}",
         channel.state.word(),
         channel.input_bps,
         stats.bytes_in.get(),
@@ -144,8 +204,17 @@ fn render_channel_json(w: &mut SliceWriter<'_>, channel: &ChannelView<'_>) -> co
         stats.errors.get(),
         stats.garbage_bytes.get(),
         stats.sync_losses.get(),
+        stats.sync_losses.get(),
+        stats.cc_errors.get(),
+        stats.pcr_jumps.get(),
+        stats.discontinuities.get(),
+        stats.keyframes.get(),
+        stats.withheld_bytes.get(),
+        stats.filtered_packets.get(),
+        stats.psi_errors.get(),
         stats.reconnects.get(),
         channel.ring_bytes,
+        channel.timeshift_s,
     )
 }
 
@@ -263,6 +332,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stream_queries_name_a_start() {
+        assert_eq!(parse_stream_query(None), Ok(StartAt::Live));
+        assert_eq!(parse_stream_query(Some("x=1")), Ok(StartAt::Live));
+        assert_eq!(
+            parse_stream_query(Some("position=376")),
+            Ok(StartAt::Position(376))
+        );
+        for (text, back_ms) in [
+            ("-30s", 30_000),
+            ("30", 30_000),
+            ("-2m", 120_000),
+            ("-1h", 3_600_000),
+        ] {
+            let query = format!("a=b&offset={text}");
+            assert_eq!(
+                parse_stream_query(Some(&query)),
+                Ok(StartAt::Offset { back_ms }),
+                "{text}"
+            );
+        }
+        assert!(parse_stream_query(Some("position=-1")).is_err());
+        assert!(parse_stream_query(Some("offset=soon")).is_err());
+        assert!(parse_stream_query(Some("offset=-s")).is_err());
+        assert_eq!(
+            parse_stream_query(Some("offset=-99999999h")),
+            Ok(StartAt::Offset {
+                back_ms: OFFSET_S_MAX * 1000
+            })
+        );
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(route("/channel/news.ts"), Route::Channel("news"));
         assert_eq!(route("/channel/news"), Route::Channel("news"));
@@ -308,6 +409,7 @@ mod tests {
             state: ChannelState::Live,
             input_bps: 8,
             ring_bytes: 100,
+            timeshift_s: 7,
             stats: &stats,
         };
         let mut buffer = [0u8; 2048];

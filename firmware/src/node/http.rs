@@ -9,7 +9,7 @@ use std::rc::Rc;
 use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
 
 use super::{first_of, Either, Node, StreamJob};
-use crate::lan::{self, ChannelView, DaemonView, Route, UrlBase};
+use crate::lan::{self, ChannelView, DaemonView, Route, StartAt, UrlBase};
 use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::wire::http::{self, HttpError, Method, Status};
 use crate::wire::udpxy::OnDemand;
@@ -140,6 +140,7 @@ enum Wanted {
     Channel {
         index: usize,
         head_only: bool,
+        start: StartAt,
     },
     OnDemand {
         target: OnDemand,
@@ -170,10 +171,24 @@ fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8
         Method::Other => return Wanted::Error(Status::MethodNotAllowed),
     };
     match lan::route(head.path) {
-        Route::Channel(name) => match node.channel_by_name(name) {
-            Some(index) => Wanted::Channel { index, head_only },
-            None => Wanted::Error(Status::NotFound),
-        },
+        Route::Channel(name) => {
+            let Some(index) = node.channel_by_name(name) else {
+                return Wanted::Error(Status::NotFound);
+            };
+            let Ok(start) = lan::parse_stream_query(head.query) else {
+                return Wanted::Error(Status::BadRequest);
+            };
+            if let StartAt::Position(position) = start {
+                if !node.channels[index].ring.borrow().holds(position) {
+                    return Wanted::Error(Status::RangeNotSatisfiable);
+                }
+            }
+            Wanted::Channel {
+                index,
+                head_only,
+                start,
+            }
+        }
         Route::OnDemand(target) if node.settings.on_demand_channels > 0 => {
             Wanted::OnDemand { target, head_only }
         }
@@ -216,22 +231,24 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
     };
     match decide(node, &request[..length]) {
         Wanted::Channel {
-            index,
-            head_only: true,
-        } => send_stream_head(node, &mut stream, response, index).await,
+            head_only: true, ..
+        } => send_stream_head(node, &mut stream, response).await,
         Wanted::Channel {
             index,
             head_only: false,
-        } => hand_to_stream_worker(node, stream, response, index).await,
+            start,
+        } => hand_to_stream_worker(node, stream, response, index, start).await,
         // A HEAD (Kodi sends one first) answers without joining the group.
         Wanted::OnDemand {
             head_only: true, ..
-        } => send_stream_head(node, &mut stream, response, 0).await,
+        } => send_stream_head(node, &mut stream, response).await,
         Wanted::OnDemand {
             target,
             head_only: false,
         } => match node.claim_on_demand(target) {
-            Some(index) => hand_to_stream_worker(node, stream, response, index).await,
+            Some(index) => {
+                hand_to_stream_worker(node, stream, response, index, StartAt::Live).await
+            }
             None => busy(node, &mut stream, response).await,
         },
         Wanted::Document { route, head_only } => {
@@ -253,8 +270,14 @@ async fn hand_to_stream_worker<N: Net + 'static, C: Clock + 'static>(
     stream: N::Stream,
     response: &mut [u8],
     channel: usize,
+    start: StartAt,
 ) {
-    if let Err(job) = node.streams.try_give(StreamJob { stream, channel }) {
+    let job = StreamJob {
+        stream,
+        channel,
+        start,
+    };
+    if let Err(job) = node.streams.try_give(job) {
         let mut stream = job.stream;
         node.release_claim(channel);
         busy(node, &mut stream, response).await;
@@ -327,10 +350,9 @@ async fn send_stream_head<N: Net + 'static, C: Clock + 'static>(
     node: &Node<N, C>,
     stream: &mut N::Stream,
     response: &mut [u8],
-    _channel: usize,
 ) {
     let mut w = SliceWriter::new(response);
-    if http::emit_stream_head(&mut w, "video/mp2t").is_ok() {
+    if http::emit_stream_head(&mut w, "video/mp2t", None).is_ok() {
         let length = w.len();
         write_all(node, stream, &response[..length]).await;
     }
@@ -375,6 +397,7 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
                 state: channel.state.get(),
                 input_bps: channel.stats.input_rate.bits_per_second(now_ms),
                 ring_bytes: channel.ring.borrow().capacity_bytes(),
+                timeshift_s: channel.ring.borrow().timeshift_ms() / 1000,
                 stats: &channel.stats,
             })
     };

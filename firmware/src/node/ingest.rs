@@ -41,6 +41,8 @@ struct Feed<'a, N: Net + 'static, C: Clock + 'static> {
     intake: Intake,
     gap_reported: bool,
     garbage_logged_ms: Option<u64>,
+    /// The packet size last reported in the log.
+    stride_logged: Option<usize>,
 }
 
 impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
@@ -48,9 +50,10 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
         Self {
             node,
             channel,
-            intake: Intake::new(),
+            intake: Intake::new(channel.program.clone()),
             gap_reported: false,
             garbage_logged_ms: None,
+            stride_logged: None,
         }
     }
 
@@ -70,6 +73,21 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
         }
         if result.garbage_bytes > 0 {
             self.log_garbage(now_ms);
+        }
+        let stride = self.intake.source_stride();
+        if stride.is_some() && stride != self.stride_logged {
+            self.stride_logged = stride;
+            if let Some(bytes @ (192 | 204)) = stride {
+                log::info!(
+                    "channel {}: source sends {bytes}-byte packets ({}); relaying them as 188",
+                    self.channel.name.borrow(),
+                    if bytes == 192 {
+                        "M2TS"
+                    } else {
+                        "with Reed-Solomon parity"
+                    }
+                );
+            }
         }
         if result.wake_readers {
             self.channel.wake_readers();
@@ -139,7 +157,7 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
 
     /// Marks a new upstream session.
     fn restart(&mut self) {
-        self.intake.handle_source_restart();
+        self.intake.handle_source_restart(self.node.clock.now_ms());
     }
 }
 
@@ -811,7 +829,7 @@ async fn play_file<N: Net + 'static, C: Clock + 'static>(
                 return "cannot rewind";
             }
             pacer.handle_restart();
-            feed.intake.mark_discontinuity();
+            feed.intake.mark_discontinuity(feed.node.clock.now_ms());
             (pass_bytes, pass_start_ms) = (0, feed.node.clock.now_ms());
             continue;
         }

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use ringcast_hal::exec::Executor;
 use ringcast_hal::{Clock, MulticastInterface, Net, XorShift};
 
-use crate::config::Source;
+use crate::config::{ProgramSelect, Source};
 use crate::lan::ChannelState;
 use crate::ring::{guard_bytes_for, Ring};
 use crate::stats::{ChannelStats, Totals};
@@ -61,6 +61,8 @@ pub struct Settings {
     pub on_demand_channels: usize,
     pub on_demand_ring_bytes: usize,
     pub zero_copy: ZeroCopy,
+    /// New readers start at the newest keyframe (true) or the live edge.
+    pub instant_start: bool,
     /// Kernel send buffer per reader: bounds bytes in flight (and so the ring
     /// guard needed for `sendfile`).
     pub reader_send_buffer_bytes: usize,
@@ -71,6 +73,8 @@ pub struct ChannelSetup {
     pub name: String,
     pub source: Source,
     pub ring_bytes: usize,
+    /// The program served from a multi-program stream.
+    pub program: ProgramSelect,
 }
 
 /// Per-slot state of an on-demand (udpxy-style) channel.
@@ -88,6 +92,7 @@ pub struct Channel<R: ringcast_hal::Region> {
     pub name: RefCell<String>,
     pub source: RefCell<String>,
     pub config_source: Option<Source>,
+    pub program: ProgramSelect,
     pub ring: RefCell<Ring<R>>,
     pub stats: ChannelStats,
     pub state: Cell<ChannelState>,
@@ -232,6 +237,7 @@ impl<T> Handoff<T> {
 pub struct StreamJob<S> {
     pub stream: S,
     pub channel: usize,
+    pub start: crate::lan::StartAt,
 }
 
 /// The whole relay.
@@ -267,6 +273,7 @@ fn make_channel<N: Net>(
         source: RefCell::new(source),
         name: RefCell::new(name),
         config_source: (!on_demand).then_some(setup.source),
+        program: setup.program,
         ring: RefCell::new(Ring::new(region, guard)),
         stats: ChannelStats::default(),
         state: Cell::new(if on_demand {
@@ -316,6 +323,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
                 name: String::new(),
                 source: Source::Stdin,
                 ring_bytes: settings.on_demand_ring_bytes,
+                program: ProgramSelect::All,
             };
             table.push(Rc::new(make_channel(
                 &net,

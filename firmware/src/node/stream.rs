@@ -18,6 +18,7 @@ use super::http::{write_all, write_all_until};
 use super::{first_of, Channel, Either, Node, StreamJob, ZeroCopy};
 use core::net::{IpAddr, SocketAddr};
 
+use crate::lan::StartAt;
 use crate::limits::{CHUNK_BYTES, TS_PACKET_BYTES};
 use crate::ring::{Cursor, Readable};
 use crate::wire::http;
@@ -36,6 +37,7 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         let StreamJob {
             mut stream,
             channel,
+            start,
         } = node.streams.take(worker).await;
         let channel_ref = node.channels[channel].clone();
         if let Some(slot) = channel_ref.on_demand.as_ref() {
@@ -43,18 +45,51 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         }
         channel_ref.stats.readers.increment();
         node.totals.readers.increment();
+        let cursor = start_cursor(&node, &channel_ref, start);
         let mut w = SliceWriter::new(&mut head);
-        let _ = http::emit_stream_head(&mut w, "video/mp2t");
+        let _ = http::emit_stream_head(&mut w, "video/mp2t", Some(cursor.position));
         let length = w.len();
         let _ = stream.set_send_buffer_bytes(node.settings.reader_send_buffer_bytes);
         stream.set_zero_copy(zero_copy_for(&node, &channel_ref, &stream));
         if write_all(&node, &mut stream, &head[..length]).await {
-            relay(&node, &channel_ref, &mut stream, worker).await;
+            relay(&node, &channel_ref, &mut stream, worker, cursor).await;
         }
         channel_ref.stats.readers.decrement();
         node.totals.readers.decrement();
         if let Some(slot) = channel_ref.on_demand.as_ref() {
             slot.last_reader_left_ms.set(node.clock.now_ms());
+        }
+    }
+}
+
+/// Where a new reader starts in the ring. A position that left the ring since
+/// the request was checked falls back to the live start (the reader then sees
+/// a jump, as a lapped reader does).
+fn start_cursor<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    channel: &Channel<N::Region>,
+    start: StartAt,
+) -> Cursor {
+    let ring = channel.ring.borrow();
+    let live = || {
+        if node.settings.instant_start {
+            ring.live_start()
+        } else {
+            ring.head_cursor()
+        }
+    };
+    match start {
+        StartAt::Live => live(),
+        StartAt::Position(position) if ring.holds(position) => Cursor { position },
+        StartAt::Position(_) => live(),
+        StartAt::Offset { back_ms } => {
+            let time_ms = node.clock.now_ms().saturating_sub(back_ms);
+            match ring.keyframe_at_or_before(time_ms) {
+                Some(chunk) => Cursor {
+                    position: chunk.start,
+                },
+                None => live(),
+            }
         }
     }
 }
@@ -167,9 +202,9 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     channel: &Channel<N::Region>,
     stream: &mut N::Stream,
     worker: usize,
+    mut cursor: Cursor,
 ) {
     let epoch = channel.epoch.get();
-    let mut cursor = channel.ring.borrow().live_start();
     let mut progress_ms = node.clock.now_ms();
     let mut tail = PacketTail {
         bytes: [0; TS_PACKET_BYTES],

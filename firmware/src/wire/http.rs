@@ -494,6 +494,7 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
+    RangeNotSatisfiable,
     HeaderFieldsTooLarge,
     InternalServerError,
     ServiceUnavailable,
@@ -507,6 +508,7 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::RangeNotSatisfiable => 416,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::ServiceUnavailable => 503,
@@ -521,6 +523,7 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
+            Status::RangeNotSatisfiable => "Range Not Satisfiable",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::ServiceUnavailable => "Service Unavailable",
@@ -578,9 +581,19 @@ fn check_token(text: &str) -> Result<(), EmitError> {
     }
 }
 
+/// The response header that tells a stream's position (see
+/// [`emit_stream_head`]).
+pub const POSITION_HEADER: &str = "X-Ringcast-Position";
+
 /// Renders the head of a live stream response: 200, no Content-Length, the
-/// body runs until the connection closes.
-pub fn emit_stream_head(w: &mut SliceWriter<'_>, content_type: &str) -> Result<(), EmitError> {
+/// body runs until the connection closes. `position`, when known, is the
+/// stream position of the body's first byte; a client that is cut off can
+/// resume at `position` plus the bytes it received.
+pub fn emit_stream_head(
+    w: &mut SliceWriter<'_>,
+    content_type: &str,
+    position: Option<u64>,
+) -> Result<(), EmitError> {
     check_field_value(content_type)?;
     write!(
         w,
@@ -588,9 +601,12 @@ pub fn emit_stream_head(w: &mut SliceWriter<'_>, content_type: &str) -> Result<(
          Content-Type: {content_type}\r\n\
          Cache-Control: no-cache\r\n\
          Connection: close\r\n\
-         Server: {PRODUCT}\r\n\
-         \r\n"
+         Server: {PRODUCT}\r\n"
     )?;
+    if let Some(position) = position {
+        write!(w, "{POSITION_HEADER}: {position}\r\n")?;
+    }
+    w.write_str("\r\n")?;
     Ok(())
 }
 
@@ -898,7 +914,7 @@ mod tests {
 
     #[test]
     fn golden_stream_head() {
-        let bytes = render(|w| emit_stream_head(w, "video/mp2t"));
+        let bytes = render(|w| emit_stream_head(w, "video/mp2t", None));
         let expected = concat!(
             "HTTP/1.1 200 OK\r\n",
             "Content-Type: video/mp2t\r\n",
@@ -971,7 +987,7 @@ mod tests {
         let mut buffer = [0u8; 512];
         let mut w = SliceWriter::new(&mut buffer);
         assert_eq!(
-            emit_stream_head(&mut w, "video/mp2t\r\nX: y"),
+            emit_stream_head(&mut w, "video/mp2t\r\nX: y", None),
             Err(EmitError::ForbiddenByte)
         );
         assert_eq!(
@@ -994,7 +1010,10 @@ mod tests {
 
         let mut buffer = [0u8; 40];
         let mut w = SliceWriter::new(&mut buffer);
-        assert_eq!(emit_stream_head(&mut w, "video/mp2t"), Err(EmitError::Full));
+        assert_eq!(
+            emit_stream_head(&mut w, "video/mp2t", None),
+            Err(EmitError::Full)
+        );
         let mut w = SliceWriter::new(&mut buffer);
         let result = emit_response_head(&mut w, Status::Ok, "text/html", 10, None);
         assert_eq!(result, Err(EmitError::Full));
