@@ -7,6 +7,12 @@
 //! after it stays in bounds. The aligner never allocates; it keeps at most
 //! [`CARRY_BYTES`] of a previous push and otherwise hands out slices borrowed
 //! straight from the caller's input.
+//!
+//! Some sources do not send bare 188-byte packets: M2TS (Blu-ray BDAV, some
+//! IPTV recorders) puts a 4-byte TP_extra_header before each packet, and DVB
+//! front ends may keep the 16 Reed-Solomon parity bytes of RS(204,188) after
+//! it (ETSI EN 300 421 §4.4.2). The aligner recognises both strides and
+//! normalises them to 188-byte packets.
 
 use core::fmt;
 
@@ -19,9 +25,21 @@ pub const SYNC_BYTE: u8 = 0x47;
 /// PID of the null packets used for stuffing.
 pub const NULL_PID: u16 = 0x1FFF;
 
+/// Bytes per packet of M2TS: a 4-byte TP_extra_header (copy permission and
+/// arrival time stamp), then the 188-byte transport packet.
+pub const M2TS_PACKET_BYTES: usize = PACKET_BYTES + 4;
+
+/// Bytes per packet of DVB streams that keep the Reed-Solomon parity: the
+/// 188-byte transport packet, then 16 parity bytes.
+pub const RS_PACKET_BYTES: usize = PACKET_BYTES + 16;
+
+/// The packet strides the aligner locks on, in order of preference.
+const STRIDES: [usize; 3] = [PACKET_BYTES, M2TS_PACKET_BYTES, RS_PACKET_BYTES];
+
 /// Bytes the aligner may keep between two pushes: enough to decide a lock at
-/// the last candidate position of a push (its sync bytes at +0, +188, +376).
-pub const CARRY_BYTES: usize = 2 * PACKET_BYTES;
+/// the last candidate position of a push at the widest stride (its sync
+/// bytes at +0, +204, +408).
+pub const CARRY_BYTES: usize = 2 * RS_PACKET_BYTES;
 
 /// PCR clock rate: the PCR counts in units of 1/27 MHz.
 pub const PCR_HZ: u64 = 27_000_000;
@@ -202,19 +220,40 @@ enum Step {
 
 /// Finds packet boundaries in a byte stream and hands out whole packets.
 ///
-/// Unlocked, a position is accepted when 0x47 appears there and at +188 and
-/// +376; a candidate too close to the end of a push is carried and decided on
-/// the next push. Locked, every packet that starts with 0x47 is emitted and
-/// the first one that does not counts a sync loss and starts a rescan there.
-/// Counters are cumulative; `garbage_bytes + 188 * packets + carried_bytes`
-/// always equals the bytes pushed.
+/// Unlocked, a position is accepted when 0x47 appears there and one and two
+/// strides further on, trying the strides 188, 192 and 204 in that order; a
+/// candidate too close to the end of a push to decide is carried and decided
+/// on the next push. Locked, every packet that starts with 0x47 is emitted
+/// and the first one that does not counts a sync loss and starts a rescan
+/// there. At stride 192 or 204 the bytes between packets (the next packet's
+/// TP_extra_header, or this packet's parity) are dropped and counted as
+/// stripped; the TP_extra_header of the first packet after a lock was
+/// scanned over and counts as garbage.
+///
+/// Counters are cumulative; `garbage_bytes + stripped_bytes + 188 * packets
+/// + carried_bytes` always equals the bytes pushed.
 pub struct Aligner {
     carry: [u8; CARRY_BYTES],
     carry_len: usize,
-    locked: bool,
+    /// The packet stride while locked.
+    stride: Option<usize>,
+    /// Bytes between the last packet and the next one still to be dropped
+    /// (stride minus 188 after each packet at stride 192 or 204).
+    gap_pending: usize,
     garbage_bytes: u64,
+    stripped_bytes: u64,
     sync_losses: u64,
     packets: u64,
+}
+
+/// What the bytes at a candidate position say about a packet grid there.
+enum Grid {
+    /// Sync bytes one and two strides on: lock at this stride.
+    Locked(usize),
+    /// No stride fits here.
+    None,
+    /// A stride that would be preferred runs past the bytes so far.
+    Undecided,
 }
 
 impl Default for Aligner {
@@ -224,12 +263,15 @@ impl Default for Aligner {
 }
 
 impl Aligner {
+    /// An unlocked aligner with nothing carried.
     pub const fn new() -> Self {
         Aligner {
             carry: [0; CARRY_BYTES],
             carry_len: 0,
-            locked: false,
+            stride: None,
+            gap_pending: 0,
             garbage_bytes: 0,
+            stripped_bytes: 0,
             sync_losses: 0,
             packets: 0,
         }
@@ -240,7 +282,8 @@ impl Aligner {
     pub fn reset(&mut self) {
         self.garbage_bytes += self.carry_len as u64;
         self.carry_len = 0;
-        self.locked = false;
+        self.stride = None;
+        self.gap_pending = 0;
     }
 
     /// Bytes discarded because they were not part of an aligned packet.
@@ -258,6 +301,12 @@ impl Aligner {
         self.packets
     }
 
+    /// M2TS headers and Reed-Solomon parity dropped between packets locked
+    /// at stride 192 or 204.
+    pub fn stripped_bytes(&self) -> u64 {
+        self.stripped_bytes
+    }
+
     /// Bytes held back until the next push.
     pub fn carried_bytes(&self) -> usize {
         self.carry_len
@@ -265,20 +314,27 @@ impl Aligner {
 
     /// True while the aligner follows a packet grid.
     pub fn is_locked(&self) -> bool {
-        self.locked
+        self.stride.is_some()
     }
 
-    /// Feeds `input` and calls `sink` with runs of whole packets. Each run's
-    /// length is a multiple of 188 and every packet in it starts with 0x47.
-    /// Runs inside `input` are passed on as one borrowed slice; only a packet
-    /// that straddles two pushes is copied.
+    /// The source's packet stride while locked: 188, or 192 (M2TS) and 204
+    /// (Reed-Solomon parity), which are normalised to 188-byte packets.
+    pub fn stride(&self) -> Option<usize> {
+        self.stride
+    }
+
+    /// Feeds `input` and calls `sink` with runs of whole 188-byte packets.
+    /// Each run's length is a multiple of 188 and every packet in it starts
+    /// with 0x47. At stride 188, runs inside `input` are passed on as one
+    /// borrowed slice; at 192 and 204 each packet is passed on by itself.
+    /// Only a packet that straddles two pushes is copied.
     pub fn push(&mut self, input: &[u8], sink: &mut impl FnMut(&[u8])) {
         let mut position = 0;
         let keep_from = loop {
-            let step = if self.locked {
-                self.emit_locked(input, position, sink)
-            } else {
-                self.scan(input, position)
+            let step = match self.stride {
+                None => self.scan(input, position),
+                Some(PACKET_BYTES) => self.emit_locked(input, position, sink),
+                Some(stride) => self.emit_strided(input, position, stride, sink),
             };
             match step {
                 Step::Continue(next) => position = next,
@@ -301,7 +357,7 @@ impl Aligner {
         }
     }
 
-    /// Unlocked: looks for a position with three sync bytes 188 apart.
+    /// Unlocked: looks for a position with three sync bytes one stride apart.
     fn scan(&mut self, input: &[u8], mut position: usize) -> Step {
         let end = self.joined_len(input);
         while position < end {
@@ -319,25 +375,70 @@ impl Aligner {
                 }
             }
             if self.byte_at(input, position) == SYNC_BYTE {
-                let second = position + PACKET_BYTES;
-                let third = second + PACKET_BYTES;
-                if second >= end {
-                    return Step::Keep(position);
-                }
-                if self.byte_at(input, second) == SYNC_BYTE {
-                    if third >= end {
-                        return Step::Keep(position);
-                    }
-                    if self.byte_at(input, third) == SYNC_BYTE {
-                        self.locked = true;
+                match self.grid_at(input, position) {
+                    Grid::Locked(stride) => {
+                        self.stride = Some(stride);
                         return Step::Continue(position);
                     }
+                    Grid::Undecided => return Step::Keep(position),
+                    Grid::None => {}
                 }
             }
             self.garbage_bytes += 1;
             position += 1;
         }
         Step::Keep(end)
+    }
+
+    /// The preferred stride whose grid fits at `position`, which holds 0x47.
+    fn grid_at(&self, input: &[u8], position: usize) -> Grid {
+        for stride in STRIDES {
+            match self.grid_fits(input, position, stride) {
+                Some(true) if stride == M2TS_PACKET_BYTES => {
+                    return self.m2ts_grid_at(input, position);
+                }
+                Some(true) => return Grid::Locked(stride),
+                Some(false) => {}
+                None => return Grid::Undecided,
+            }
+        }
+        Grid::None
+    }
+
+    /// Settles a 192-byte grid at `position`. The high bytes of the
+    /// TP_extra_header's arrival time stamp stay the same over many packets,
+    /// so a 0x47 in its second byte makes a grid of its own, 3 bytes before
+    /// the real one. A real grid never has a twin 3 bytes on: that would be
+    /// header byte 3 = 0x47, whose adaptation_field_control 00 is reserved.
+    fn m2ts_grid_at(&self, input: &[u8], position: usize) -> Grid {
+        let twin = position + 3;
+        let twin_fits = self
+            .byte_at_or_none(input, twin)
+            .map(|byte| byte == SYNC_BYTE);
+        match twin_fits {
+            Some(true) => match self.grid_fits(input, twin, M2TS_PACKET_BYTES) {
+                Some(true) => Grid::None,
+                Some(false) => Grid::Locked(M2TS_PACKET_BYTES),
+                None => Grid::Undecided,
+            },
+            Some(false) => Grid::Locked(M2TS_PACKET_BYTES),
+            None => Grid::Undecided,
+        }
+    }
+
+    /// Whether sync bytes follow one and two `stride`s after `position`;
+    /// `None` when the bytes so far end before that is known.
+    fn grid_fits(&self, input: &[u8], position: usize, stride: usize) -> Option<bool> {
+        for at in [position + stride, position + 2 * stride] {
+            if self.byte_at_or_none(input, at)? != SYNC_BYTE {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+
+    fn byte_at_or_none(&self, input: &[u8], position: usize) -> Option<u8> {
+        (position < self.joined_len(input)).then(|| self.byte_at(input, position))
     }
 
     /// Locked: emits packets from `position` while they start with 0x47.
@@ -354,7 +455,7 @@ impl Aligner {
             }
             if self.byte_at(input, position) != SYNC_BYTE {
                 self.sync_losses += 1;
-                self.locked = false;
+                self.stride = None;
                 return Step::Continue(position);
             }
             if position + PACKET_BYTES > end {
@@ -375,6 +476,44 @@ impl Aligner {
             sink(&input[start..stop]);
             self.packets += ((stop - start) / PACKET_BYTES) as u64;
             position = self.carry_len + stop;
+        }
+    }
+
+    /// Locked at stride 192 or 204: drops the bytes between packets and
+    /// emits each packet that starts with 0x47 by itself.
+    fn emit_strided(
+        &mut self,
+        input: &[u8],
+        mut position: usize,
+        stride: usize,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> Step {
+        let end = self.joined_len(input);
+        loop {
+            let skipped = self.gap_pending.min(end - position);
+            self.gap_pending -= skipped;
+            self.stripped_bytes += skipped as u64;
+            position += skipped;
+            if position == end {
+                return Step::Keep(end);
+            }
+            if self.byte_at(input, position) != SYNC_BYTE {
+                self.sync_losses += 1;
+                self.stride = None;
+                return Step::Continue(position);
+            }
+            if position + PACKET_BYTES > end {
+                return Step::Keep(position);
+            }
+            if position < self.carry_len {
+                self.emit_straddling(input, position, sink);
+            } else {
+                let start = position - self.carry_len;
+                sink(&input[start..start + PACKET_BYTES]);
+                self.packets += 1;
+            }
+            position += PACKET_BYTES;
+            self.gap_pending = stride - PACKET_BYTES;
         }
     }
 
@@ -448,8 +587,55 @@ mod tests {
     }
 
     fn assert_accounted(aligner: &Aligner, pushed: usize) {
-        let total = aligner.garbage_bytes() + aligner.packets() * PACKET_BYTES as u64;
+        let total = aligner.garbage_bytes()
+            + aligner.stripped_bytes()
+            + aligner.packets() * PACKET_BYTES as u64;
         assert_eq!(total + aligner.carried_bytes() as u64, pushed as u64);
+    }
+
+    /// `packets` as an M2TS stream: each one behind a 4-byte
+    /// TP_extra_header `prefix(i)`.
+    fn m2ts(packets: &[u8], prefix: impl Fn(usize) -> [u8; 4]) -> Vec<u8> {
+        packets
+            .chunks(PACKET_BYTES)
+            .enumerate()
+            .flat_map(|(i, p)| prefix(i).into_iter().chain(p.iter().copied()))
+            .collect()
+    }
+
+    /// An arrival time stamp that never holds 0x47.
+    fn time_stamp(i: usize) -> [u8; 4] {
+        [0x00, 0x12, (i * 3) as u8 & 0x3F, 0xA5]
+    }
+
+    /// `packets` with 16 parity bytes (never 0x47) after each one.
+    fn with_parity(packets: &[u8]) -> Vec<u8> {
+        packets
+            .chunks(PACKET_BYTES)
+            .flat_map(|p| p.iter().copied().chain([0xEE; 16]))
+            .collect()
+    }
+
+    /// Aligns `stream` in pieces of every size from 1 to 450 bytes and of
+    /// the whole, checks the accounting, and returns the output (the same
+    /// for every split) and the aligner of the whole push.
+    fn align_every_split(stream: &[u8]) -> (Vec<u8>, Aligner) {
+        let mut whole = Aligner::new();
+        let out = align(&mut whole, stream, stream.len());
+        assert_accounted(&whole, stream.len());
+        for step in 1..=450 {
+            let mut aligner = Aligner::new();
+            assert_eq!(align(&mut aligner, stream, step), out, "step {step}");
+            assert_accounted(&aligner, stream.len());
+            assert_eq!(
+                aligner.garbage_bytes(),
+                whole.garbage_bytes(),
+                "step {step}"
+            );
+            assert_eq!(aligner.sync_losses(), whole.sync_losses(), "step {step}");
+            assert_eq!(aligner.stride(), whole.stride(), "step {step}");
+        }
+        (out, whole)
     }
 
     /// Golden packet: PID 0x0100, PUSI, CC 7, adaptation with random access
@@ -568,6 +754,140 @@ mod tests {
     }
 
     #[test]
+    fn m2ts_stream_is_normalised_for_every_split() {
+        let good = clean_stream(6);
+        let stream = m2ts(&good, time_stamp);
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out, good);
+        assert_eq!(aligner.stride(), Some(M2TS_PACKET_BYTES));
+        // The first header was scanned over; the others were stripped.
+        assert_eq!(aligner.garbage_bytes(), 4);
+        assert_eq!(aligner.stripped_bytes(), 5 * 4);
+        assert_eq!(aligner.packets(), 6);
+        assert_eq!(aligner.sync_losses(), 0);
+    }
+
+    #[test]
+    fn parity_stream_is_normalised_for_every_split() {
+        let good = clean_stream(6);
+        let stream = with_parity(&good);
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out, good);
+        assert_eq!(aligner.stride(), Some(RS_PACKET_BYTES));
+        assert_eq!(aligner.garbage_bytes(), 0);
+        assert_eq!(aligner.stripped_bytes(), 6 * 16);
+        assert_eq!(aligner.carried_bytes(), 0);
+    }
+
+    #[test]
+    fn strided_packets_are_passed_one_at_a_time_and_borrowed() {
+        let stream = with_parity(&clean_stream(5));
+        let mut aligner = Aligner::new();
+        let mut calls = 0;
+        aligner.push(&stream, &mut |packet: &[u8]| {
+            assert_eq!(packet.len(), PACKET_BYTES);
+            let offset = packet.as_ptr() as usize - stream.as_ptr() as usize;
+            assert_eq!(offset, calls * RS_PACKET_BYTES);
+            calls += 1;
+        });
+        assert_eq!(calls, 5);
+    }
+
+    #[test]
+    fn m2ts_time_stamp_holding_a_sync_byte_is_not_the_grid() {
+        // The arrival time stamp's second byte is 0x47 for a while; its
+        // grid lies 3 bytes before the real one.
+        let good = clean_stream(6);
+        let stream = m2ts(&good, |i| [0x00, SYNC_BYTE, i as u8, 0x10]);
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out, good);
+        assert_eq!(aligner.garbage_bytes(), 4);
+        // A 0x47 in its first byte (copy_permission_indicator 01) makes a
+        // grid 4 bytes early, which looks like a real one with 0x47 as the
+        // first payload byte of every packet: that grid is followed (a
+        // known limit) until the time stamp moves on and the sync breaks.
+        let stream = m2ts(&good, |i| [SYNC_BYTE, 0x00, i as u8, 0x10]);
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out.len(), good.len());
+        assert_ne!(out, good);
+        assert_eq!(aligner.stride(), Some(M2TS_PACKET_BYTES));
+    }
+
+    #[test]
+    fn stride_188_is_preferred_when_several_fit() {
+        // Bytes 4, 8, 16 and 32 of every packet are 0x47, so grids of 192
+        // (0x47 at +192 and +384) and 204 (+204, +408) fit too.
+        let mut good = clean_stream(6);
+        for packet in good.chunks_mut(PACKET_BYTES) {
+            for at in [4, 8, 16, 32] {
+                packet[at] = SYNC_BYTE;
+            }
+        }
+        let (out, aligner) = align_every_split(&good);
+        assert_eq!(out, good);
+        assert_eq!(aligner.stride(), Some(PACKET_BYTES));
+        assert_eq!(aligner.stripped_bytes(), 0);
+    }
+
+    #[test]
+    fn garbage_between_packets_at_each_stride() {
+        let good = clean_stream(8);
+        let junk = [0x01u8; 50];
+        // Stride 204: the junk follows the parity of packet 3.
+        let parity = with_parity(&good);
+        let cut = 4 * RS_PACKET_BYTES;
+        let stream = [&parity[..cut], &junk[..], &parity[cut..]].concat();
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out, good);
+        assert_eq!(aligner.garbage_bytes(), 50);
+        assert_eq!(aligner.stripped_bytes(), 8 * 16);
+        assert_eq!(aligner.sync_losses(), 1);
+        assert_eq!(aligner.stride(), Some(RS_PACKET_BYTES));
+
+        // Stride 192: the junk comes before the header of packet 4. Its
+        // first 4 bytes are stripped as that header would have been, and
+        // the real header of packet 4 is scanned over after the resync.
+        let stamped = m2ts(&good, time_stamp);
+        let cut = 4 * M2TS_PACKET_BYTES;
+        let stream = [&stamped[..cut], &junk[..], &stamped[cut..]].concat();
+        let (out, aligner) = align_every_split(&stream);
+        assert_eq!(out, good);
+        assert_eq!(aligner.garbage_bytes(), 4 + 46 + 4);
+        assert_eq!(aligner.stripped_bytes(), 7 * 4);
+        assert_eq!(aligner.sync_losses(), 1);
+        assert_eq!(aligner.stride(), Some(M2TS_PACKET_BYTES));
+    }
+
+    #[test]
+    fn strides_switch_after_a_sync_loss() {
+        let first = clean_stream(6);
+        let second: Vec<u8> = (0..6)
+            .flat_map(|i| packet(0x200 + i as u16, i as u8, 0x30 + i as u8))
+            .collect();
+        let third: Vec<u8> = (0..6)
+            .flat_map(|i| packet(0x300 + i as u16, i as u8, 0x60 + i as u8))
+            .collect();
+        let stream = [
+            with_parity(&first),
+            second.clone(),
+            m2ts(&third, time_stamp),
+        ]
+        .concat();
+        let (out, aligner) = align_every_split(&stream);
+        // Still at stride 204, the first 188-byte packet is emitted, and the
+        // parity skip eats the start of the second: it is lost to the
+        // resync. The change to 192 loses nothing: the 188 stream ends on a
+        // packet boundary, where the first M2TS header breaks the sync.
+        let at = |i: usize| i * PACKET_BYTES;
+        let expected = [&first[..], &second[..at(1)], &second[at(2)..], &third[..]].concat();
+        assert_eq!(out, expected);
+        assert_eq!(aligner.sync_losses(), 2);
+        assert_eq!(aligner.stride(), Some(M2TS_PACKET_BYTES));
+        assert_eq!(aligner.stripped_bytes(), 6 * 16 + 16 + 5 * 4);
+        assert_eq!(aligner.garbage_bytes(), (PACKET_BYTES - 16) as u64 + 4);
+    }
+
+    #[test]
     fn long_runs_are_borrowed_in_one_call() {
         let stream = clean_stream(10);
         let mut aligner = Aligner::new();
@@ -678,7 +998,8 @@ mod tests {
             let mut stream: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             // Sprinkle sync bytes on a grid to provoke false locks.
             let phase = (next() % 188) as usize;
-            for i in (phase..len).step_by(PACKET_BYTES) {
+            let stride = STRIDES[round % STRIDES.len()];
+            for i in (phase..len).step_by(stride) {
                 if next() % 4 != 0 {
                     stream[i] = SYNC_BYTE;
                 }
