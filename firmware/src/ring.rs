@@ -105,7 +105,13 @@ pub struct Ring<R: Region> {
     open_seq: u64,
     /// The writer's clock, stamped on chunks as they open.
     now_ms: u64,
+    /// The latest PAT and PMT packets of the stream, for new readers.
+    psi: [u8; PSI_BYTES_MAX],
+    psi_len: usize,
 }
+
+/// Bytes of PAT and PMT packets kept for new readers.
+pub const PSI_BYTES_MAX: usize = 8 * TS_PACKET_BYTES;
 
 /// The number of chunk slots for a ring of `capacity_bytes`: enough for
 /// chunks closed early (at every keyframe, say) at an eighth of full size.
@@ -139,7 +145,68 @@ impl<R: Region> Ring<R> {
             oldest_seq: 0,
             open_seq: 0,
             now_ms: 0,
+            psi: [0; PSI_BYTES_MAX],
+            psi_len: 0,
         }
+    }
+
+    /// Keeps `packets` (the latest PAT, then the PMT) for new readers. Tables
+    /// beyond [`PSI_BYTES_MAX`] are not kept (readers then wait for the
+    /// source's next ones).
+    pub fn set_psi<'p>(&mut self, packets: impl Iterator<Item = &'p [u8; TS_PACKET_BYTES]>) {
+        self.psi_len = 0;
+        for packet in packets {
+            if self.psi_len + TS_PACKET_BYTES > PSI_BYTES_MAX {
+                self.psi_len = 0;
+                return;
+            }
+            self.psi[self.psi_len..self.psi_len + TS_PACKET_BYTES].copy_from_slice(packet);
+            self.psi_len += TS_PACKET_BYTES;
+        }
+    }
+
+    /// The latest PAT and PMT packets (empty until the stream had both).
+    pub fn psi(&self) -> &[u8] {
+        &self.psi[..self.psi_len]
+    }
+
+    /// The continuity_counter of the first packet on `pid` at or after
+    /// `start` (a packet boundary), looking at most `limit_bytes` ahead.
+    pub fn next_counter(&self, start: u64, pid: u16, limit_bytes: u64) -> Option<u8> {
+        if start < self.window_start() {
+            return None;
+        }
+        let end = self.head.min(start.saturating_add(limit_bytes));
+        let memory = self.region.as_slice();
+        let mut position = start;
+        while position + TS_PACKET_BYTES as u64 <= end {
+            // Packets never straddle the end of the region.
+            let offset = (position % self.capacity_bytes) as usize;
+            let header = &memory[offset..offset + 4];
+            if u16::from_be_bytes([header[1], header[2]]) & 0x1FFF == pid {
+                return Some(header[3] & 0x0F);
+            }
+            position += TS_PACKET_BYTES as u64;
+        }
+        None
+    }
+
+    /// The packet at `position` (a packet boundary the writer has passed),
+    /// if it is still readable.
+    pub fn packet_at(&self, position: u64) -> Option<[u8; TS_PACKET_BYTES]> {
+        let Readable::Data { first, second } = self.readable(Cursor { position }, TS_PACKET_BYTES)
+        else {
+            return None;
+        };
+        if first.length + second.map_or(0, |s| s.length) < TS_PACKET_BYTES {
+            return None;
+        }
+        let mut packet = [0u8; TS_PACKET_BYTES];
+        packet[..first.length].copy_from_slice(self.bytes(first));
+        if let Some(second) = second {
+            packet[first.length..].copy_from_slice(self.bytes(second));
+        }
+        Some(packet)
     }
 
     /// Sets the writer's clock; chunks opened from now on carry this time.

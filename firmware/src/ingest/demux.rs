@@ -119,8 +119,11 @@ struct Tables {
     pat_version: u8,
     /// Service id of the selected service name, from the SDT.
     service_id: Option<u16>,
-    /// Bumped whenever the PAT or PMT of the served program changes.
+    /// Bumped whenever the PAT or PMT of the served program changes; kept
+    /// across restarts.
     psi_generation: u64,
+    /// continuity_counter of the last rewritten PAT.
+    rewritten_pat_counter: u8,
     /// Set by a handler when this packet completed a table of its PID.
     completed: bool,
     pat_packets: PsiPackets,
@@ -150,6 +153,7 @@ impl Demux {
                 pat_version: 0,
                 service_id: None,
                 psi_generation: 0,
+                rewritten_pat_counter: 0x0F,
                 completed: false,
                 pat_packets: PsiPackets::new(),
                 pmt_packets: PsiPackets::new(),
@@ -169,7 +173,10 @@ impl Demux {
     /// is learned again. The last PAT/PMT packets are forgotten.
     pub fn handle_restart(&mut self) {
         let select = core::mem::take(&mut self.tables.select);
+        let generation = self.tables.psi_generation;
         *self = Self::new(select);
+        // Generations only grow, so the new source's tables count as new.
+        self.tables.psi_generation = generation;
     }
 
     /// True once the served program's PAT and PMT were read.
@@ -413,6 +420,7 @@ impl Tables {
 
     /// The PAT a selected program is served with: only that program.
     fn write_rewritten_pat(&mut self, number: u16, pmt_pid: u16) {
+        self.rewritten_pat_counter = (self.rewritten_pat_counter + 1) & 0x0F;
         let mut packet = [0u8; PACKET_BYTES];
         psi::write_single_program_pat(
             &mut packet,
@@ -420,7 +428,7 @@ impl Tables {
             self.pat_version,
             number,
             pmt_pid,
-            0,
+            self.rewritten_pat_counter,
         );
         self.pat_packets.clear();
         self.pat_packets.push(&packet);

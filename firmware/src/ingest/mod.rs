@@ -12,21 +12,22 @@
 //!
 //! The driver in `node` performs the socket and file I/O and the sleeps.
 //!
-//! What players get from the ring, and why:
-//! - every chunk flagged KEYFRAME starts with the channel's PAT and PMT and
-//!   then the first packet of a keyframe's PES, so a reader that starts at it
-//!   decodes its first picture at once. When the source already put PAT and
-//!   PMT right before the keyframe (ffmpeg does), the chunk starts at them;
-//!   otherwise copies of the latest PAT and PMT are inserted. The output keeps
-//!   the PAT and PMT continuity counters continuous, so a copy is never a
-//!   continuity error.
-//! - after a source restart or switch, nothing is relayed until the new
-//!   source's PAT, PMT and first keyframe (at most [`HOLD_MS_MAX`]); then the
-//!   first packet of every PID carries `discontinuity_indicator` (set in its
-//!   adaptation field, or in an adaptation-only packet inserted before it), so
-//!   players accept the new counters and the new clock.
-//! - with a program selected from an MPTS, only that program's packets pass,
-//!   with a PAT rewritten to list only it.
+//! What the ring holds, and why:
+//! - the source's packets, unchanged: peers relaying the channel on must be
+//!   able to check them against the origin's signatures;
+//! - a chunk boundary at every keyframe: at the PAT and PMT right before it
+//!   when the source put them there (ffmpeg often does), else at the first
+//!   packet of the keyframe's PES. The latest PAT and PMT are kept beside the
+//!   ring ([`Ring::psi`]); a reader starting at a chunk that does not begin
+//!   with a PAT is sent them first, so it decodes its first picture at once;
+//! - after a source restart or switch, nothing until the new source's PAT,
+//!   PMT and first keyframe (at most [`HOLD_MS_MAX`]), which are then written
+//!   together; the first packet of every PID after the switch carries
+//!   `discontinuity_indicator` (set in its adaptation field, or in an
+//!   adaptation-only packet inserted before it), so players accept the new
+//!   continuity counters and the new clock;
+//! - with a program selected from an MPTS, only that program's packets, with
+//!   a PAT rewritten to list only it.
 
 pub mod demux;
 
@@ -83,9 +84,6 @@ struct Output {
     /// A PAT (and maybe the PMT) were just written from this ring position,
     /// with only PSI after them.
     psi_run: Option<PsiRun>,
-    /// Last continuity counters written on the PAT PID and the PMT PID.
-    pat_counter: Option<u8>,
-    pmt_counter: Option<(u16, u8)>,
     /// PIDs whose first packet after a break still needs the
     /// discontinuity_indicator.
     discontinuity_pending: [u64; 8192 / 64],
@@ -132,6 +130,8 @@ pub struct Intake {
     sync_losses_seen: u64,
     unannounced_bytes: u64,
     last_wake_ms: u64,
+    /// The PSI generation last copied to the ring.
+    psi_published: u64,
 }
 
 /// What the driver should do after [`Intake::handle_bytes`].
@@ -167,8 +167,6 @@ impl Intake {
                 break_pending: false,
                 hold_since_ms: None,
                 psi_run: None,
-                pat_counter: None,
-                pmt_counter: None,
                 discontinuity_pending: [0; 8192 / 64],
                 wrote_any: false,
                 keyframe_incomplete: None,
@@ -177,6 +175,7 @@ impl Intake {
             sync_losses_seen: 0,
             unannounced_bytes: 0,
             last_wake_ms: 0,
+            psi_published: 0,
         }
     }
 
@@ -232,6 +231,11 @@ impl Intake {
                 handle_packet(demux, staging, output, ring, packet, now_ms, stats);
             }
         });
+        if self.demux.psi_generation() != self.psi_published && self.demux.has_psi() {
+            self.psi_published = self.demux.psi_generation();
+            let (pat, pmt) = self.demux.psi_packets();
+            ring.set_psi(pat.iter().chain(pmt));
+        }
         let packet_bytes = ring.head() - head_before;
         let garbage_total = self.aligner.garbage_bytes();
         let garbage_bytes = garbage_total - self.garbage_seen;
@@ -431,8 +435,9 @@ impl Output {
                 .filter(|run| run.has_pmt)
                 .is_some_and(|run| ring.split_open_at(run.start, ChunkFlags::KEYFRAME));
             if !split {
+                // Readers starting here get the PAT and PMT from the ring's
+                // copy first (see `Ring::psi`).
                 ring.close_chunk(ChunkFlags::KEYFRAME);
-                self.write_psi_copies(demux, ring);
             }
         }
         if mark != Mark::Plain {
@@ -448,7 +453,8 @@ impl Output {
         self.write_packet(demux, ring, packet);
     }
 
-    /// Writes the latest PAT and PMT again (continuity counters continued).
+    /// Writes the new source's latest PAT and PMT (withheld while waiting for
+    /// its keyframe) right before that keyframe.
     fn write_psi_copies<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>) {
         if !demux.has_psi() {
             return;
@@ -459,50 +465,33 @@ impl Output {
         }
     }
 
-    /// Appends one packet, with the PSI counters made continuous and the
-    /// discontinuity mark after a break.
+    /// Appends one packet, with the discontinuity mark after a break.
     fn write_packet<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>, packet: &[u8]) {
         self.wrote_any = true;
         let pid = packet_pid(packet);
         let position = ring.head();
-        let pmt_pid = demux.pmt_pid();
-        if pid == PAT_PID || Some(pid) == pmt_pid {
-            let mut copy = [0u8; PACKET_BYTES];
-            copy.copy_from_slice(&packet[..PACKET_BYTES]);
-            let counter = if pid == PAT_PID {
-                next_counter(&mut self.pat_counter, &copy)
-            } else {
-                let mut last = self.pmt_counter.filter(|&(p, _)| p == pid).map(|(_, c)| c);
-                let counter = next_counter(&mut last, &copy);
-                self.pmt_counter = Some((pid, counter));
-                counter
-            };
-            copy[3] = (copy[3] & 0xF0) | counter;
-            self.clear_pending(pid);
-            ring.append(&copy);
-            self.psi_run = if pid == PAT_PID {
-                (copy[1] & 0x40 != 0)
-                    .then_some(PsiRun {
-                        start: position,
-                        has_pmt: false,
-                    })
-                    .or(self.psi_run)
-            } else {
-                self.psi_run.map(|run| PsiRun {
-                    has_pmt: true,
-                    ..run
-                })
-            };
-            return;
-        }
-        if !matches!(pid, NULL_PID | 0x10..=0x1F) {
-            self.psi_run = None;
-        }
         if pid != NULL_PID && self.take_pending(pid) {
             write_marked(ring, packet);
         } else {
             ring.append(&packet[..PACKET_BYTES]);
         }
+        let unit_start = packet[1] & 0x40 != 0;
+        self.psi_run = if pid == PAT_PID && unit_start {
+            Some(PsiRun {
+                start: position,
+                has_pmt: false,
+            })
+        } else if Some(pid) == demux.pmt_pid() {
+            self.psi_run.map(|run| PsiRun {
+                has_pmt: true,
+                ..run
+            })
+        } else if matches!(pid, PAT_PID | NULL_PID | 0x10..=0x1F) {
+            // Continued PAT, null packets, DVB SI: still only tables.
+            self.psi_run
+        } else {
+            None
+        };
     }
 
     fn take_pending(&mut self, pid: u16) -> bool {
@@ -511,27 +500,10 @@ impl Output {
         self.discontinuity_pending[word] &= !(1 << bit);
         pending
     }
-
-    fn clear_pending(&mut self, pid: u16) {
-        self.take_pending(pid);
-    }
 }
 
 fn packet_pid(packet: &[u8]) -> u16 {
     u16::from_be_bytes([packet[1], packet[2]]) & 0x1FFF
-}
-
-/// The continuity counter for the next output packet of a PSI PID: the
-/// source's own for the first one, then continuing from the last written.
-fn next_counter(last: &mut Option<u8>, packet: &[u8; PACKET_BYTES]) -> u8 {
-    let has_payload = packet[3] & 0x10 != 0;
-    let counter = match *last {
-        None => packet[3] & 0x0F,
-        Some(previous) if has_payload => (previous + 1) & 0x0F,
-        Some(previous) => previous,
-    };
-    *last = Some(counter);
-    counter
 }
 
 /// Writes `packet` with discontinuity_indicator set: in its own adaptation
@@ -847,7 +819,7 @@ mod tests {
     }
 
     #[test]
-    fn keyframes_without_psi_before_them_get_copies() {
+    fn keyframes_without_psi_before_them_start_chunks_unchanged() {
         let (mut intake, mut ring, stats) =
             (Intake::default(), test_ring(), ChannelStats::default());
         let mut input = gop(0);
@@ -857,10 +829,10 @@ mod tests {
         input.extend(video_start(VIDEO, 4, 1, None));
         feed(&mut intake, &mut ring, &stats, &input);
         let tail = read_all(&ring, ring.live_start());
-        assert_eq!(pids(&tail), [0, PMT_PID, VIDEO, VIDEO, VIDEO]);
-        // The copies continue the counters of the PAT and PMT.
-        assert_eq!(tail[3] & 0x0F, 1);
-        assert_eq!(tail[188 + 3] & 0x0F, 1);
+        assert_eq!(pids(&tail), [VIDEO, VIDEO, VIDEO]);
+        assert!(read_all(&ring, Cursor { position: 0 }) == input);
+        // The tables a reader starting there is sent first.
+        assert!(ring.psi() == [pat(0, &[(1, PMT_PID)]), pmt(PMT_PID, 0, 1, VIDEO, AUDIO)].concat());
         assert_eq!(stats.keyframes.get(), 2);
     }
 
@@ -884,11 +856,8 @@ mod tests {
         feed(&mut intake, &mut ring, &stats, &input);
         assert_eq!(stats.keyframes.get(), 2);
         let tail = read_all(&ring, ring.live_start());
-        assert_eq!(
-            pids(&tail),
-            [0, PMT_PID, VIDEO, AUDIO, VIDEO, VIDEO, VIDEO, VIDEO]
-        );
-        assert!(tail[2 * 188..] == input[..]);
+        assert_eq!(pids(&tail), [VIDEO, AUDIO, VIDEO, VIDEO, VIDEO, VIDEO]);
+        assert!(tail == input);
     }
 
     #[test]
@@ -915,14 +884,23 @@ mod tests {
         let chunk = ring.newest_keyframe().expect("keyframe chunk");
         assert!(chunk.flags.contains(ChunkFlags::DISCONTINUITY));
         let tail = read_all(&ring, start);
-        assert_eq!(pids(&tail), [0, pmt_pid, video, audio, audio, video]);
+        // The new PAT and PMT, each announced by an adaptation-only packet
+        // with discontinuity_indicator (they have no adaptation field).
+        assert_eq!(
+            pids(&tail),
+            [0, 0, pmt_pid, pmt_pid, video, audio, audio, video]
+        );
+        let is_marker = |packet: &[u8], counter: u8| {
+            packet[3] == 0x20 | counter && packet[4] == 183 && packet[5] == 0x80
+        };
+        assert!(is_marker(&tail[..188], 8));
+        assert!(tail[188..376] == pat(9, &[(1, pmt_pid)])[..]);
+        assert!(is_marker(&tail[376..564], 3));
         // The keyframe's own adaptation field carries the flag.
-        assert_eq!(tail[2 * 188 + 5] & 0x80, 0x80);
+        assert_eq!(tail[4 * 188 + 5] & 0x80, 0x80);
         // Audio had no adaptation field: an adaptation-only packet comes first.
-        let marker = &tail[3 * 188..4 * 188];
-        assert_eq!(marker[3], 0x20 | 7);
-        assert_eq!((marker[4], marker[5]), (183, 0x80));
-        assert!(tail[4 * 188..] == [data(audio, 8), next_picture].concat()[..]);
+        assert!(is_marker(&tail[5 * 188..6 * 188], 7));
+        assert!(tail[6 * 188..] == [data(audio, 8), next_picture].concat()[..]);
     }
 
     #[test]

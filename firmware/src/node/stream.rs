@@ -20,7 +20,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use crate::lan::StartAt;
 use crate::limits::{CHUNK_BYTES, TS_PACKET_BYTES};
-use crate::ring::{Cursor, Readable};
+use crate::ring::{Cursor, Readable, Ring, PSI_BYTES_MAX};
 use crate::wire::http;
 use crate::wire::SliceWriter;
 
@@ -33,6 +33,7 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
     worker: usize,
 ) {
     let mut head = [0u8; 256];
+    let mut preamble = [0u8; PSI_BYTES_MAX];
     loop {
         let StreamJob {
             mut stream,
@@ -46,13 +47,29 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         channel_ref.stats.readers.increment();
         node.totals.readers.increment();
         let cursor = start_cursor(&node, &channel_ref, start);
+        let preamble_length = match start {
+            StartAt::Position(_) => 0,
+            _ => build_preamble(&channel_ref.ring.borrow(), cursor.position, &mut preamble),
+        };
         let mut w = SliceWriter::new(&mut head);
-        let _ = http::emit_stream_head(&mut w, "video/mp2t", Some(cursor.position));
+        let position = Some((cursor.position, preamble_length));
+        let _ = http::emit_stream_head(&mut w, "video/mp2t", position);
         let length = w.len();
         let _ = stream.set_send_buffer_bytes(node.settings.reader_send_buffer_bytes);
         stream.set_zero_copy(zero_copy_for(&node, &channel_ref, &stream));
-        if write_all(&node, &mut stream, &head[..length]).await {
-            relay(&node, &channel_ref, &mut stream, worker, cursor).await;
+        if write_all(&node, &mut stream, &head[..length]).await
+            && write_all(&node, &mut stream, &preamble[..preamble_length]).await
+        {
+            channel_ref.stats.bytes_out.add(preamble_length as u64);
+            relay(
+                &node,
+                &channel_ref,
+                &mut stream,
+                worker,
+                cursor,
+                &mut preamble,
+            )
+            .await;
         }
         channel_ref.stats.readers.decrement();
         node.totals.readers.decrement();
@@ -92,6 +109,46 @@ fn start_cursor<N: Net + 'static, C: Clock + 'static>(
             }
         }
     }
+}
+
+/// How far past a reader's start the next packet of a PSI PID is looked for.
+const PREAMBLE_SCAN_BYTES: u64 = 512 * 1024;
+
+/// Fills `out` with the PAT and PMT a reader starting at `start` is sent
+/// first, and returns their length: nothing when the ring has a PAT right
+/// there. Each packet's continuity_counter is set one before the next packet
+/// of its PID in the ring, so the stream after it is continuous.
+fn build_preamble<R: ringcast_hal::Region>(
+    ring: &Ring<R>,
+    start: u64,
+    out: &mut [u8; PSI_BYTES_MAX],
+) -> usize {
+    let psi = ring.psi();
+    let starts_with_pat = ring
+        .packet_at(start)
+        .is_some_and(|packet| packet[1] & 0x1F == 0 && packet[2] == 0);
+    if psi.is_empty() || starts_with_pat {
+        return 0;
+    }
+    out[..psi.len()].copy_from_slice(psi);
+    let mut following: heapless::Vec<(u16, u8), { PSI_BYTES_MAX / TS_PACKET_BYTES }> =
+        heapless::Vec::new();
+    for packet in out[..psi.len()].chunks_exact_mut(TS_PACKET_BYTES).rev() {
+        let pid = u16::from_be_bytes([packet[1], packet[2]]) & 0x1FFF;
+        let next = match following.iter().position(|&(p, _)| p == pid) {
+            Some(index) => Some(following[index].1),
+            None => ring.next_counter(start, pid, PREAMBLE_SCAN_BYTES),
+        };
+        let Some(next) = next else {
+            continue;
+        };
+        let counter = next.wrapping_sub(1) & 0x0F;
+        packet[3] = (packet[3] & 0xF0) | counter;
+        following.retain(|&(p, _)| p != pid);
+        // Room for every packet of the preamble, so this always fits.
+        let _ = following.push((pid, counter));
+    }
+    psi.len()
 }
 
 /// Whether this player may be sent ring pages without a copy.
@@ -203,6 +260,7 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     stream: &mut N::Stream,
     worker: usize,
     mut cursor: Cursor,
+    preamble: &mut [u8; PSI_BYTES_MAX],
 ) {
     let epoch = channel.epoch.get();
     let mut progress_ms = node.clock.now_ms();
@@ -232,6 +290,12 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                 channel.stats.bytes_out.add(tail.length as u64);
                 tail.length = 0;
                 cursor = channel.ring.borrow().live_start();
+                let length = build_preamble(&channel.ring.borrow(), cursor.position, preamble);
+                if !write_all_until(node, stream, &preamble[..length], deadline_ms).await {
+                    channel.stats.drops.increment();
+                    return;
+                }
+                channel.stats.bytes_out.add(length as u64);
             }
             Sent::Nothing => channel.wait_for_data(worker, cursor.position, epoch).await,
             Sent::Blocked => {

@@ -585,14 +585,19 @@ fn check_token(text: &str) -> Result<(), EmitError> {
 /// [`emit_stream_head`]).
 pub const POSITION_HEADER: &str = "X-Ringcast-Position";
 
+/// The response header that tells how many bytes of PAT and PMT come before
+/// the stream at [`POSITION_HEADER`].
+pub const PREAMBLE_HEADER: &str = "X-Ringcast-Preamble";
+
 /// Renders the head of a live stream response: 200, no Content-Length, the
 /// body runs until the connection closes. `position`, when known, is the
-/// stream position of the body's first byte; a client that is cut off can
-/// resume at `position` plus the bytes it received.
+/// stream position where the body continues after a preamble of `preamble`
+/// bytes (the PAT and PMT); a client that is cut off after receiving `n`
+/// body bytes can resume at `position + n - preamble`.
 pub fn emit_stream_head(
     w: &mut SliceWriter<'_>,
     content_type: &str,
-    position: Option<u64>,
+    position: Option<(u64, usize)>,
 ) -> Result<(), EmitError> {
     check_field_value(content_type)?;
     write!(
@@ -603,8 +608,11 @@ pub fn emit_stream_head(
          Connection: close\r\n\
          Server: {PRODUCT}\r\n"
     )?;
-    if let Some(position) = position {
-        write!(w, "{POSITION_HEADER}: {position}\r\n")?;
+    if let Some((position, preamble)) = position {
+        write!(
+            w,
+            "{POSITION_HEADER}: {position}\r\n{PREAMBLE_HEADER}: {preamble}\r\n"
+        )?;
     }
     w.write_str("\r\n")?;
     Ok(())
