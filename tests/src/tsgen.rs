@@ -273,59 +273,83 @@ pub fn pes_pts(p: &[u8]) -> Option<u64> {
     )
 }
 
-/// The elementary-stream bytes of a PES that starts in this packet.
-fn pes_es_start(p: &[u8]) -> Option<&[u8]> {
-    let pl = payload(p)?;
+/// The elementary-stream bytes of the PES that starts at packet `start` of
+/// `data`: the payloads of that PID up to its next PES start (at most
+/// `limit` bytes), without the PES header. Empty if no PES starts there.
+pub fn pes_es(data: &[u8], start: usize, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Some(first) = data.get(start * PACKET..(start + 1) * PACKET) else {
+        return out;
+    };
+    let Some(pl) = payload(first).filter(|_| pusi(first)) else {
+        return out;
+    };
     if pl.len() < 9 || pl[..3] != [0, 0, 1] {
-        return None;
+        return out;
     }
-    pl.get(9 + usize::from(pl[8])..)
+    let id = pid(first);
+    out.extend_from_slice(pl.get(9 + usize::from(pl[8])..).unwrap_or_default());
+    for p in packets(data).skip(start + 1) {
+        if out.len() >= limit {
+            break;
+        }
+        if pid(p) != id {
+            continue;
+        }
+        if pusi(p) {
+            break;
+        }
+        out.extend_from_slice(payload(p).unwrap_or_default());
+    }
+    out.truncate(limit);
+    out
 }
 
-/// True if this packet starts a video PES whose picture is a keyframe, read
-/// from the elementary stream itself: an H.264 IDR slice, an HEVC IRAP
-/// picture, an MPEG-2 I picture. (The random_access_indicator alone is
-/// not trusted: it is what a relay might copy blindly.)
-pub fn starts_keyframe(p: &[u8], stream_type: u8) -> bool {
-    if !pusi(p) {
-        return false;
-    }
-    let Some(es) = pes_es_start(p) else {
-        return false;
-    };
-    for w in es.windows(6) {
+/// Judges a picture from its elementary-stream bytes: `Some(true)` for an
+/// H.264 IDR slice, an HEVC IRAP picture or an MPEG-2 I picture,
+/// `Some(false)` for another picture, `None` if no picture is in `es`.
+pub fn es_is_keyframe(es: &[u8], stream_type: u8) -> Option<bool> {
+    for (i, w) in es.windows(4).enumerate() {
         if w[..3] != [0, 0, 1] {
             continue;
         }
         match stream_type {
             0x1b => match w[3] & 0x1f {
-                5 => return true,
-                1 => return false,
+                5 => return Some(true),
+                1 => return Some(false),
                 _ => {}
             },
             0x24 => match (w[3] >> 1) & 0x3f {
-                16..=21 => return true,
-                0..=9 => return false,
+                16..=21 => return Some(true),
+                0..=9 => return Some(false),
                 _ => {}
             },
-            0x01 | 0x02 => {
-                // picture_start_code; picture_coding_type is 3 bits after
-                // the 10-bit temporal_reference.
-                if w[3] == 0x00 {
-                    return (w[5] >> 3) & 0x07 == 1;
-                }
+            0x01 | 0x02 if w[3] == 0x00 => {
+                // picture_start_code; picture_coding_type follows the 10-bit
+                // temporal_reference.
+                let b = *es.get(i + 5)?;
+                return Some((b >> 3) & 0x07 == 1);
             }
-            _ => return false,
+            _ => {}
         }
     }
-    false
+    None
+}
+
+/// True if packet `index` of `data` starts a video PES whose picture is a
+/// keyframe, read from the elementary stream itself (over as many packets
+/// as the PES spans): an H.264 IDR slice, an HEVC IRAP picture, an MPEG-2 I
+/// picture. The random_access_indicator alone is not trusted: a relay might
+/// copy it blindly.
+pub fn pes_is_keyframe(data: &[u8], index: usize, stream_type: u8) -> bool {
+    es_is_keyframe(&pes_es(data, index, 256 * 1024), stream_type) == Some(true)
 }
 
 /// Packet indexes of video keyframe PES starts on `video_pid`.
 pub fn keyframe_indexes(data: &[u8], video_pid: u16, stream_type: u8) -> Vec<usize> {
     packets(data)
         .enumerate()
-        .filter(|(_, p)| pid(p) == video_pid && starts_keyframe(p, stream_type))
+        .filter(|(i, p)| pid(p) == video_pid && pusi(p) && pes_is_keyframe(data, *i, stream_type))
         .map(|(i, _)| i)
         .collect()
 }
@@ -918,15 +942,54 @@ mod tests {
         ];
         p[4..4 + pes.len()].copy_from_slice(&pes);
         assert_eq!(pes_pts(&p), Some(pts));
-        assert!(starts_keyframe(&p, 0x1b));
+        assert!(pes_is_keyframe(&p, 0, 0x1b));
         p[4 + 18] = 0x41;
-        assert!(!starts_keyframe(&p, 0x1b));
+        assert!(!pes_is_keyframe(&p, 0, 0x1b));
+    }
+
+    #[test]
+    fn a_keyframe_is_found_past_the_first_packet_of_its_pes() {
+        // PES start with a long SEI (type 6), the IDR slice in the next
+        // packet of the PID, an audio packet in between.
+        let mut first = vec![0u8; PACKET];
+        first[..4].copy_from_slice(&[SYNC, 0x41, 0x00, 0x10]);
+        first[4..17].copy_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0, 0, 0, 0, 1, 0x06]);
+        first[17..].fill(0x55);
+        let mut audio = vec![0x11u8; PACKET];
+        audio[..4].copy_from_slice(&[SYNC, 0x01, 0x01, 0x10]);
+        let mut second = vec![0x66u8; PACKET];
+        second[..4].copy_from_slice(&[SYNC, 0x01, 0x00, 0x11]);
+        second[10..14].copy_from_slice(&[0, 0, 1, 0x65]);
+        let mut next = first.clone();
+        next[16] = 0x01; // a non-IDR slice right away
+        let data = [first, audio, second, next].concat();
+        assert!(pes_is_keyframe(&data, 0, 0x1b));
+        assert_eq!(
+            pes_es(&data, 0, 1 << 20).len(),
+            (PACKET - 13) + (PACKET - 4)
+        );
+        assert!(!pes_is_keyframe(&data, 3, 0x1b));
+        assert!(!pes_is_keyframe(&data, 1, 0x1b), "not a PES start");
+        assert_eq!(keyframe_indexes(&data, 0x100, 0x1b), vec![0]);
+        // MPEG-2: picture_start_code, temporal_reference 0, coding type I.
+        assert_eq!(
+            es_is_keyframe(&[0, 0, 1, 0, 0x00, 0x08, 0xff], 0x02),
+            Some(true)
+        );
+        assert_eq!(
+            es_is_keyframe(&[0, 0, 1, 0, 0x00, 0x10, 0xff], 0x02),
+            Some(false)
+        );
+        // HEVC: a CRA (21) after VPS (32) is a keyframe, TRAIL_R (1) is not.
+        assert_eq!(
+            es_is_keyframe(&[0, 0, 1, 0x40, 1, 0, 0, 1, 0x2a, 1], 0x24),
+            Some(true)
+        );
+        assert_eq!(es_is_keyframe(&[0, 0, 1, 0x02, 1], 0x24), Some(false));
     }
 
     #[test]
     fn wire_sizes_hold_the_packets() {
-        let mut p = vec![0u8; PACKET];
-        p[..4].copy_from_slice(&[SYNC, 0x01, 0x00, 0x10]);
         let n = noise(1000, &mut 7);
         assert!(n.iter().any(|&b| b != n[0]));
         assert_eq!(WireSize::M2ts192.bytes() - PACKET, 4);
