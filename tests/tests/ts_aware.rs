@@ -5,6 +5,7 @@
 //! - instant start: a new reader gets the latest PAT + PMT and then the
 //!   stream from the newest keyframe, for H.264/AAC, HEVC/AC-3 and
 //!   MPEG-2/MP2, with tables placed away from keyframes as broadcasters do;
+//!   with `--instant-start off` it starts at the live edge;
 //! - program selection from a 3-program MPTS by number and by SDT name;
 //! - faults in a pushed source (garbage, a cut packet, a continuity jump, an
 //!   encoder restart with new PIDs) stay local, are counted, and a restart
@@ -668,6 +669,59 @@ fn instant_start_sends_tables_then_newest_keyframe_for_three_codecs() {
             capture.len()
         );
     }
+    assert!(daemon.stop().success());
+}
+
+/// With `--instant-start off` a reader starts at the live edge, as udpxy
+/// does: connecting 1 s into a 2 s GOP its first video PES is not a
+/// keyframe, and the video it gets at once is under half a second (with
+/// instant start it would be the second since the keyframe). A PAT/PMT
+/// preamble ahead of the live edge is allowed.
+#[test]
+fn instant_start_off_starts_at_the_live_edge() {
+    let m = codec_media(&CODECS[0]);
+    let daemon = start_daemon(&[
+        "--instant-start".into(),
+        "off".into(),
+        "--channel".into(),
+        format!("le=file:{}", m.path.display()),
+    ]);
+    let live_at = Instant::now();
+    wait_live(&daemon, "le");
+    // Keyframes are at 0, 2, 4 s of the file: 3 s in, the newest is 1 s old.
+    sleep_until(live_at + Duration::from_secs(3));
+    let r = read(&daemon, "/channel/le.ts", Duration::from_secs(2));
+    assert_full_read("live-edge reader", &r);
+    let head = r.head.as_ref().unwrap();
+    position_header("live-edge reader", head);
+    let capture = r.packets();
+    ts::check_aligned(capture).unwrap_or_else(|e| panic!("live-edge reader: {e}"));
+    let (pmt_pid, table) = m.program();
+    // Tables ahead of the live edge are allowed, if they are just that.
+    let preamble = preamble_header("live-edge reader", head);
+    assert_preamble("live-edge reader", capture, preamble, pmt_pid);
+    let (stream_type, video) = table.video().unwrap();
+    let first = ts::packets(capture)
+        .position(|p| pid(p) == video && pusi(p))
+        .expect("a video PES");
+    assert!(
+        !tsgen::pes_is_keyframe(capture, first, stream_type),
+        "live-edge reader: the first video PES is a keyframe, 1 s into a GOP"
+    );
+    let pts: Vec<u64> = ts::packets(capture)
+        .filter(|p| pid(p) == video)
+        .filter_map(tsgen::pes_pts)
+        .collect();
+    let span = (pts.iter().max().unwrap() - pts[0]) as f64 / 90_000.0;
+    let reading = (r.ended_at - r.first_byte_at.unwrap()).as_secs_f64();
+    println!("live-edge reader: {span:.2} s of video in {reading:.2} s");
+    assert!(
+        span - reading <= 0.5,
+        "live-edge reader: started {:.2} s behind live, not at the live edge",
+        span - reading
+    );
+    let dir = scratch_dir("ts_aware_live_edge");
+    ffmpeg_decode_check(capture, &dir, "live_edge").assert_clean("live-edge reader", 10, 1, 0);
     assert!(daemon.stop().success());
 }
 
