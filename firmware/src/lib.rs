@@ -1,7 +1,7 @@
 //! `ringcast` is the relay runtime. The library is the sans-IO core: wire
 //! formats, the ring, ingest and LAN session state machines, limits and
 //! statistics. The binary (`main.rs`) allocates everything once and runs the
-//! driver in [`node`] on smol.
+//! driver in [`node`] on the HAL's fixed-size executor and reactor.
 
 pub mod alloc_count;
 pub mod config;

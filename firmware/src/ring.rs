@@ -108,6 +108,8 @@ pub struct Ring<R: Region> {
     /// The latest PAT and PMT packets of the stream, for new readers.
     psi: [u8; PSI_BYTES_MAX],
     psi_len: usize,
+    /// Bumped by every [`Ring::set_psi`].
+    psi_generation: u64,
 }
 
 /// Bytes of PAT and PMT packets kept for new readers.
@@ -147,22 +149,41 @@ impl<R: Region> Ring<R> {
             now_ms: 0,
             psi: [0; PSI_BYTES_MAX],
             psi_len: 0,
+            psi_generation: 0,
         }
     }
 
     /// Keeps `packets` (the latest PAT, then the PMT) for new readers. Tables
     /// beyond [`PSI_BYTES_MAX`] are not kept (readers then wait for the
-    /// source's next ones).
+    /// source's next ones). The generation changes only if the tables did
+    /// (continuity counters aside).
     pub fn set_psi<'p>(&mut self, packets: impl Iterator<Item = &'p [u8; TS_PACKET_BYTES]>) {
-        self.psi_len = 0;
+        let mut fresh = [0u8; PSI_BYTES_MAX];
+        let mut length = 0;
         for packet in packets {
-            if self.psi_len + TS_PACKET_BYTES > PSI_BYTES_MAX {
-                self.psi_len = 0;
-                return;
+            if length + TS_PACKET_BYTES > PSI_BYTES_MAX {
+                length = 0;
+                break;
             }
-            self.psi[self.psi_len..self.psi_len + TS_PACKET_BYTES].copy_from_slice(packet);
-            self.psi_len += TS_PACKET_BYTES;
+            fresh[length..length + TS_PACKET_BYTES].copy_from_slice(packet);
+            length += TS_PACKET_BYTES;
         }
+        let same_tables = length == self.psi_len
+            && fresh[..length]
+                .chunks_exact(TS_PACKET_BYTES)
+                .zip(self.psi[..length].chunks_exact(TS_PACKET_BYTES))
+                .all(|(new, old)| new[..3] == old[..3] && new[4..] == old[4..]);
+        if !same_tables {
+            self.psi_generation += 1;
+        }
+        self.psi = fresh;
+        self.psi_len = length;
+    }
+
+    /// Changes whenever the PAT or PMT changed (a new source, a new program
+    /// version).
+    pub fn psi_generation(&self) -> u64 {
+        self.psi_generation
     }
 
     /// The latest PAT and PMT packets (empty until the stream had both).

@@ -54,7 +54,8 @@ pub fn check_capture(
         r.body.len()
     );
     let wraps = ts::wraps(offset, capture.len(), source.file.len());
-    let report = ffmpeg_decode_check(capture, dir, &who.replace([' ', '/', '#'], "_"));
+    // The player decodes the whole body, preamble included.
+    let report = ffmpeg_decode_check(r.body_packets(), dir, &who.replace([' ', '/', '#'], "_"));
     // From the first keyframe (at most a GOP in, 1-2 s) to the end; audio
     // frames are 1024 samples at 48 kHz (~47/s).
     let decodable = (seconds - 2.5).max(0.5);

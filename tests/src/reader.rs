@@ -110,11 +110,29 @@ impl ReaderResult {
         self.bytes_between(from, to) as f64 * 8.0 / (to - from).as_secs_f64()
     }
 
-    /// The captured body up to its last whole 188-byte packet. A reader
-    /// stops (or is cut off) at an arbitrary byte, so the tail may be a
-    /// partial packet; everything before it must be whole packets.
-    pub fn packets(&self) -> &[u8] {
+    /// Bytes of PAT and PMT the relay sent before the stream proper
+    /// (`X-Ringcast-Preamble`); 0 when the stream starts with its own PAT.
+    pub fn preamble_len(&self) -> usize {
+        self.head
+            .as_ref()
+            .and_then(|head| head.header("x-ringcast-preamble"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The whole captured body up to its last whole 188-byte packet,
+    /// preamble included: what a player decodes.
+    pub fn body_packets(&self) -> &[u8] {
         &self.body[..self.body.len() / crate::ts::PACKET * crate::ts::PACKET]
+    }
+
+    /// The relayed stream after the preamble, up to its last whole 188-byte
+    /// packet: the bytes that must be a contiguous run of what the source
+    /// sent. A reader stops (or is cut off) at an arbitrary byte, so the tail
+    /// may be a partial packet; everything before it must be whole packets.
+    pub fn packets(&self) -> &[u8] {
+        let whole = self.body_packets();
+        &whole[self.preamble_len().min(whole.len())..]
     }
 
     /// Panics unless the head is `200`, `Content-Type: video/mp2t`, and has

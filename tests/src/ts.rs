@@ -257,10 +257,40 @@ fn describe(p: Option<&[u8]>) -> String {
     }
 }
 
+/// True for an adaptation-only packet whose only news is
+/// discontinuity_indicator: what the relay inserts before the first packet
+/// of a PID after a source restart (a file loop wrapping, a reconnect).
+pub fn is_discontinuity_marker(p: &[u8]) -> bool {
+    p.len() >= 6 && p[3] & 0x30 == 0x20 && p[4] == 183 && p[5] == 0x80
+}
+
+/// `capture` without the relay's discontinuity marks: inserted marker
+/// packets dropped, and discontinuity_indicator cleared where the relay set
+/// it in a packet's own adaptation field. What is left must be bytes the
+/// source sent. (Sources used in these tests never set the flag themselves.)
+pub fn without_discontinuity_marks(capture: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capture.len());
+    for p in capture.chunks(PACKET) {
+        if p.len() < PACKET {
+            out.extend_from_slice(p);
+        } else if !is_discontinuity_marker(p) {
+            let start = out.len();
+            out.extend_from_slice(p);
+            if p[3] & 0x20 != 0 && p[4] > 0 {
+                out[start + 5] &= !0x80;
+            }
+        }
+    }
+    out
+}
+
 /// Checks that `capture` is one contiguous run of `sent` from a packet
-/// boundary. Returns the byte offset in `sent` where it starts.
+/// boundary, once the relay's discontinuity marks are taken out (see
+/// [`without_discontinuity_marks`]). Returns the byte offset in `sent` where
+/// it starts.
 pub fn find_contiguous_run(capture: &[u8], sent: Sent) -> Result<usize, String> {
     check_aligned(capture)?;
+    let capture = &without_discontinuity_marks(capture)[..];
     if capture.is_empty() {
         return Err("empty capture".into());
     }
@@ -321,6 +351,7 @@ pub struct Segment {
 /// or after `max_segments`.
 pub fn segments(capture: &[u8], sent: Sent, max_segments: usize) -> Result<Vec<Segment>, String> {
     check_aligned(capture)?;
+    let capture = &without_discontinuity_marks(capture)[..];
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < capture.len() {

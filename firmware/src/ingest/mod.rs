@@ -132,6 +132,16 @@ pub struct Intake {
     last_wake_ms: u64,
     /// The PSI generation last copied to the ring.
     psi_published: u64,
+    /// A break in the source, to apply before the next bytes.
+    break_at: Option<Break>,
+}
+
+/// A break in the source noted by the driver.
+#[derive(Clone, Copy, Debug)]
+struct Break {
+    at_ms: u64,
+    /// Withhold the new source until its tables and first keyframe.
+    hold: bool,
 }
 
 /// What the driver should do after [`Intake::handle_bytes`].
@@ -176,6 +186,7 @@ impl Intake {
             unannounced_bytes: 0,
             last_wake_ms: 0,
             psi_published: 0,
+            break_at: None,
         }
     }
 
@@ -184,27 +195,54 @@ impl Intake {
         self.aligner.stride()
     }
 
-    /// Starts a new upstream session: partial packets of the old one are
-    /// dropped, and the new one is marked as a discontinuity.
+    /// Starts a new upstream session (a reconnect, another source): partial
+    /// packets of the old one are dropped, tables are learned again, and if
+    /// the old source had tables, nothing is relayed until the new source's
+    /// PAT, PMT and first keyframe, which then go out marked as a
+    /// discontinuity.
     pub fn handle_source_restart(&mut self, now_ms: u64) {
         self.aligner.reset();
-        self.mark_discontinuity(now_ms);
+        self.break_at = Some(Break {
+            at_ms: now_ms,
+            hold: true,
+        });
     }
 
-    /// Marks the next packets as following a break (a looped file restarting,
-    /// a new source) without dropping the partial packet in hand. Tables are
-    /// learned again; if the old source had them, nothing is relayed until
-    /// the new source's PAT, PMT and first keyframe.
+    /// Marks the next packets as following a break in the same source (a
+    /// looped file starting over): tables are learned again and the packets
+    /// are marked as a discontinuity, but nothing is held back, since the
+    /// file starts where it started the first time.
     pub fn mark_discontinuity(&mut self, now_ms: u64) {
+        self.break_at = Some(Break {
+            at_ms: now_ms,
+            hold: false,
+        });
+    }
+
+    /// Applies a break noted by [`Intake::mark_discontinuity`]: the packets
+    /// of the old source still staged go out first.
+    fn apply_break<R: Region>(&mut self, noted: Break, ring: &mut Ring<R>, stats: &ChannelStats) {
+        let now_ms = noted.at_ms;
+        let (demux, staging, output) = (&self.demux, &mut self.staging, &mut self.output);
+        if staging.is_active() {
+            flush_staging(
+                demux,
+                staging,
+                output,
+                ring,
+                Verdict::Unknown,
+                now_ms,
+                stats,
+            );
+        }
         let had_psi = self.demux.has_psi();
-        self.staging.count = 0;
         self.demux.handle_restart();
         let output = &mut self.output;
         if output.wrote_any {
             output.break_pending = true;
             output.discontinuity_pending = [u64::MAX; 8192 / 64];
         }
-        output.hold_since_ms = had_psi.then_some(now_ms);
+        output.hold_since_ms = (had_psi && noted.hold).then_some(now_ms);
         output.psi_run = None;
     }
 
@@ -219,6 +257,9 @@ impl Intake {
     ) -> IntakeResult {
         ring.set_now_ms(now_ms);
         let head_before = ring.head();
+        if let Some(noted) = self.break_at.take() {
+            self.apply_break(noted, ring, stats);
+        }
         let Self {
             aligner,
             demux,
@@ -407,7 +448,12 @@ impl Output {
             let ready = demux.has_psi() && (keyframe || demux.is_without_video());
             let expired = now_ms.saturating_sub(since_ms) >= HOLD_MS_MAX;
             if !ready && !expired {
-                stats.withheld_bytes.add(PACKET_BYTES as u64);
+                if matches!(packet_pid(packet), 0x10..=0x1F) {
+                    // DVB SI (service names, EPG) is no picture: keep it.
+                    self.write_packet(demux, ring, packet);
+                } else {
+                    stats.withheld_bytes.add(PACKET_BYTES as u64);
+                }
                 return;
             }
             if !ready {
@@ -430,9 +476,11 @@ impl Output {
             self.write_psi_copies(demux, ring);
         } else if keyframe {
             stats.keyframes.increment();
+            // Start at the PAT right before the keyframe if the PMT came
+            // with it (or if the stream has no PMT that could be read).
             let split = self
                 .psi_run
-                .filter(|run| run.has_pmt)
+                .filter(|run| run.has_pmt || !demux.has_psi())
                 .is_some_and(|run| ring.split_open_at(run.start, ChunkFlags::KEYFRAME));
             if !split {
                 // Readers starting here get the PAT and PMT from the ring's
@@ -985,9 +1033,11 @@ mod tests {
 
     #[test]
     fn wake_after_bytes_or_flush_interval() {
-        let mut intake = Intake::default();
-        intake.unannounced_bytes = 100;
-        intake.last_wake_ms = 0;
+        let mut intake = Intake {
+            unannounced_bytes: 100,
+            last_wake_ms: 0,
+            ..Intake::default()
+        };
         assert!(!intake.poll_wake(10, 50));
         assert!(intake.poll_wake(60, 50));
         assert!(!intake.poll_wake(200, 50));

@@ -263,6 +263,7 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     preamble: &mut [u8; PSI_BYTES_MAX],
 ) {
     let epoch = channel.epoch.get();
+    let mut psi_generation = channel.ring.borrow().psi_generation();
     let mut progress_ms = node.clock.now_ms();
     let mut tail = PacketTail {
         bytes: [0; TS_PACKET_BYTES],
@@ -290,7 +291,16 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                 channel.stats.bytes_out.add(tail.length as u64);
                 tail.length = 0;
                 cursor = channel.ring.borrow().live_start();
-                let length = build_preamble(&channel.ring.borrow(), cursor.position, preamble);
+                // The player knows the tables unless they changed meanwhile.
+                let length = {
+                    let ring = channel.ring.borrow();
+                    if ring.psi_generation() == psi_generation {
+                        0
+                    } else {
+                        psi_generation = ring.psi_generation();
+                        build_preamble(&ring, cursor.position, preamble)
+                    }
+                };
                 if !write_all_until(node, stream, &preamble[..length], deadline_ms).await {
                     channel.stats.drops.increment();
                     return;
