@@ -140,6 +140,8 @@ pub struct Demux {
     sdt: SectionAssembler,
     continuity: [u8; PIDS],
     last_pcr: Option<u64>,
+    /// The latest PCR of any PID, until taken.
+    latest_pcr: Option<(u16, u64)>,
     psi_errors_seen: u64,
 }
 
@@ -165,6 +167,7 @@ impl Demux {
             sdt: SectionAssembler::new(),
             continuity: [CC_UNKNOWN; PIDS],
             last_pcr: None,
+            latest_pcr: None,
             psi_errors_seen: 0,
         }
     }
@@ -211,6 +214,11 @@ impl Demux {
     /// The PID and codec of the served program's video, once known.
     pub fn video(&self) -> Option<(u16, Option<VideoCodec>)> {
         self.tables.program.as_ref().and_then(|p| p.video)
+    }
+
+    /// The latest PCR seen (PID, 27 MHz ticks), once.
+    pub fn take_latest_pcr(&mut self) -> Option<(u16, u64)> {
+        self.latest_pcr.take()
     }
 
     /// True if the PMT is known and names no video stream.
@@ -314,6 +322,7 @@ impl Demux {
         if pcr_pid.is_some_and(|pid| pid != packet.pid()) {
             return;
         }
+        self.latest_pcr = Some((packet.pid(), pcr));
         if let Some(last) = self.last_pcr {
             let forward = (pcr % PCR_MODULUS + PCR_MODULUS - last % PCR_MODULUS) % PCR_MODULUS;
             if forward > PCR_JUMP_TICKS && !packet.discontinuity() {

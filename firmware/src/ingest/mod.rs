@@ -308,6 +308,12 @@ impl Intake {
         due
     }
 
+    /// The last PCR the source carried since the previous call, with its PID:
+    /// what a looped file is paced by.
+    pub fn take_latest_pcr(&mut self) -> Option<(u16, u64)> {
+        self.demux.take_latest_pcr()
+    }
+
     /// True if some appended bytes were not announced to readers yet.
     pub fn has_unannounced(&self) -> bool {
         self.unannounced_bytes > 0

@@ -799,8 +799,14 @@ async fn file_loop<N: Net + 'static, C: Clock + 'static>(
     }
 }
 
-/// Plays a file in a loop, paced by PCR (or by a byte rate without PCR).
-/// Returns only on an error.
+/// Bytes of a looped file delivered between two pacing decisions: small
+/// enough that bytes after the last PCR of a piece are early by only a few
+/// milliseconds.
+const FILE_PIECE_BYTES: usize = 16 * TS_PACKET_BYTES;
+
+/// Plays a file in a loop, paced by the PCR the intake reads from it (so
+/// 192- and 204-byte packet files are paced too), or by a byte rate when the
+/// file has no PCR. Returns only on an error.
 async fn play_file<N: Net + 'static, C: Clock + 'static>(
     feed: &mut Feed<'_, N, C>,
     path: &Path,
@@ -811,13 +817,12 @@ async fn play_file<N: Net + 'static, C: Clock + 'static>(
         return "cannot open the file";
     };
     let mut pacer = Pacer::default();
-    let mut carry = 0;
     let mut pass_bytes = 0u64;
     let mut pass_start_ms = feed.node.clock.now_ms();
     let mut pcr_seen = false;
     feed.channel.state.set(ChannelState::Live);
     loop {
-        let count = match file.read(&mut buffer[carry..]) {
+        let count = match file.read(buffer) {
             Ok(count) => count,
             Err(_) => return "read failed",
         };
@@ -833,47 +838,24 @@ async fn play_file<N: Net + 'static, C: Clock + 'static>(
             (pass_bytes, pass_start_ms) = (0, feed.node.clock.now_ms());
             continue;
         }
-        let total = carry + count;
-        let whole = total - total % TS_PACKET_BYTES;
-        pcr_seen |= play_packets(feed, &mut pacer, &buffer[..whole]).await;
-        pass_bytes += whole as u64;
-        if !pcr_seen {
-            let rate = bitrate_bps.unwrap_or(FILE_BITRATE_DEFAULT_BPS);
-            let deadline_ms = byte_rate_deadline_ms(pass_start_ms, pass_bytes, rate);
-            feed.sleep_until(deadline_ms).await;
-        }
-        buffer.copy_within(whole..total, 0);
-        carry = total - whole;
-    }
-}
-
-/// Delivers packets, sleeping before each PCR that is due in the future.
-/// Returns true if a PCR set the pace.
-async fn play_packets<N: Net + 'static, C: Clock + 'static>(
-    feed: &mut Feed<'_, N, C>,
-    pacer: &mut Pacer,
-    bytes: &[u8],
-) -> bool {
-    let mut run_start = 0;
-    let mut paced = false;
-    for offset in (0..bytes.len()).step_by(TS_PACKET_BYTES) {
-        let Ok(packet) = ts::Packet::new_checked(&bytes[offset..offset + TS_PACKET_BYTES]) else {
-            continue;
-        };
-        let Some(pcr) = packet.pcr() else {
-            continue;
-        };
-        let now_ms = feed.node.clock.now_ms();
-        let Some(deadline_ms) = pacer.deadline_ms(now_ms, packet.pid(), pcr) else {
-            continue;
-        };
-        paced = true;
-        if deadline_ms > now_ms {
-            feed.deliver(&bytes[run_start..offset]);
-            run_start = offset;
+        for piece in buffer[..count].chunks(FILE_PIECE_BYTES) {
+            feed.deliver(piece);
+            pass_bytes += piece.len() as u64;
+            let now_ms = feed.node.clock.now_ms();
+            let paced = feed
+                .intake
+                .take_latest_pcr()
+                .and_then(|(pid, pcr)| pacer.deadline_ms(now_ms, pid, pcr));
+            pcr_seen |= paced.is_some();
+            let deadline_ms = match paced {
+                Some(deadline_ms) => deadline_ms,
+                None if pcr_seen => continue,
+                None => {
+                    let rate = bitrate_bps.unwrap_or(FILE_BITRATE_DEFAULT_BPS);
+                    byte_rate_deadline_ms(pass_start_ms, pass_bytes, rate)
+                }
+            };
             feed.sleep_until(deadline_ms).await;
         }
     }
-    feed.deliver(&bytes[run_start..]);
-    paced
 }
