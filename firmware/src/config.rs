@@ -2116,6 +2116,43 @@ mod tests {
     }
 
     #[test]
+    fn program_selection_after_the_url_or_as_keys() {
+        let config = run(&[
+            "--channel",
+            "one=udp://239.1.1.1:1234#program=3",
+            "--channel",
+            "two=file:/x.ts#service=BBC One",
+            "--channel",
+            "all=http://host/path#frag",
+        ]);
+        assert_eq!(config.channels[0].program, ProgramSelect::Number(3));
+        assert_eq!(
+            config.channels[1].program,
+            ProgramSelect::Service("BBC One".into())
+        );
+        assert_eq!(config.channels[2].program, ProgramSelect::All);
+        assert!(
+            run_error(&["--channel", "x=udp://239.1.1.1:1234#program=0"])
+                .contains("expected a program number from 1 to 65535")
+        );
+        assert!(run_error(&["--channel", "x=stdin#service="]).contains("service name"));
+        let config = file(
+            "[channel a]\nsource = udp://239.1.1.1:1234\nprogram = 7\n\
+             [channel b]\nsource = stdin\nservice = Das Erste HD\n",
+        )
+        .unwrap();
+        assert_eq!(config.channels[0].program, ProgramSelect::Number(7));
+        assert_eq!(
+            config.channels[1].program,
+            ProgramSelect::Service("Das Erste HD".into())
+        );
+        let twice = file_error("[channel a]\nsource = stdin#program=2\nservice = x\n");
+        assert!(twice.contains("given twice"), "{twice}");
+        assert!(run(&[]).instant_start);
+        assert!(!run(&["--instant-start", "off"]).instant_start);
+    }
+
+    #[test]
     fn config_file_format() {
         let text = "\u{feff}# ringcast configuration\r\n\
                     \r\n\
