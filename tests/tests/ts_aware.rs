@@ -449,7 +449,7 @@ fn assert_psi_then_keyframe(who: &str, capture: &[u8]) -> (u16, Pmt) {
 /// at once on connecting (the video PTS span of its capture minus the time
 /// it spent reading) is at most one GOP. Returns that backlog in seconds.
 fn assert_newest_keyframe(who: &str, r: &ReaderResult, video: u16) -> f64 {
-    let pts: Vec<u64> = ts::packets(r.packets())
+    let pts: Vec<u64> = ts::packets(r.body_packets())
         .filter(|p| pid(p) == video)
         .filter_map(tsgen::pes_pts)
         .collect();
@@ -476,8 +476,8 @@ fn assert_newest_keyframe(who: &str, r: &ReaderResult, video: u16) -> f64 {
 fn assert_paced(who: &str, r: &ReaderResult, video: u16) {
     let from = r.first_byte_at.expect("body bytes") + Duration::from_secs(1);
     let wall = (r.ended_at - from).as_secs_f64();
-    let skip = (r.bytes_at(from) as usize / PACKET).min(r.packets().len() / PACKET);
-    let pts: Vec<u64> = ts::packets(r.packets())
+    let skip = (r.bytes_at(from) as usize / PACKET).min(r.body_packets().len() / PACKET);
+    let pts: Vec<u64> = ts::packets(r.body_packets())
         .skip(skip)
         .filter(|p| pid(p) == video)
         .filter_map(tsgen::pes_pts)
@@ -652,7 +652,7 @@ fn instant_start_sends_tables_then_newest_keyframe_for_three_codecs() {
     for (case, r) in CODECS.iter().zip(&results) {
         let who = format!("{} reader", case.channel);
         assert_full_read(&who, r);
-        let capture = r.packets();
+        let capture = r.body_packets();
         let (_, table) = assert_psi_then_keyframe(&who, capture);
         let (_, video) = table.video().unwrap();
         let frames = tsgen::pes_starts(capture, video).len();
@@ -694,7 +694,7 @@ fn instant_start_off_starts_at_the_live_edge() {
     assert_full_read("live-edge reader", &r);
     let head = r.head.as_ref().unwrap();
     position_header("live-edge reader", head);
-    let capture = r.packets();
+    let capture = r.body_packets();
     ts::check_aligned(capture).unwrap_or_else(|e| panic!("live-edge reader: {e}"));
     let (pmt_pid, table) = m.program();
     // Tables ahead of the live edge are allowed, if they are just that.
@@ -807,7 +807,7 @@ fn mpts_program_is_selected_by_number_and_by_service_name() {
     for ((channel, selector, number), r) in cases.iter().zip(&results) {
         let who = format!("channel {channel} ({selector})");
         assert_full_read(&who, r);
-        let capture = r.packets();
+        let capture = r.body_packets();
         let (_, source_pmt_pid, source_pmt) =
             table.iter().find(|(n, _, _)| n == number).unwrap().clone();
         // Every PAT lists this program only.
@@ -1058,7 +1058,7 @@ fn pushed_source_faults_stay_local_and_a_restart_switches_cleanly() {
     assert_full_read("recorder", &rec);
     let dir = scratch_dir("ts_aware_faults");
     std::fs::write(dir.join("recording.ts"), &rec.body).unwrap();
-    let cap = rec.packets();
+    let cap = rec.body_packets();
     ts::check_aligned(cap).unwrap_or_else(|e| panic!("recorder: {e}"));
     let cap_packets: Vec<&[u8]> = ts::packets(cap).collect();
     let mut cap_index: HashMap<&[u8], usize> = HashMap::new();
@@ -1233,7 +1233,7 @@ fn pushed_source_faults_stay_local_and_a_restart_switches_cleanly() {
     ] {
         std::fs::write(dir.join(format!("{name}.raw.ts")), &r.body).unwrap();
         assert_full_read(who, r);
-        let fcap = r.packets();
+        let fcap = r.body_packets();
         let (pmt_pid, _) = assert_psi_then_keyframe(who, fcap);
         assert_eq!(pmt_pid, b_pmt_pid, "{who}: PMT of the new source");
         assert_newest_keyframe(who, r, b_video);
@@ -1462,11 +1462,13 @@ fn resume_by_position_continues_byte_exact() {
 // ---------------------------------------------------------------------------
 // 5. Time shift
 
-/// With a ring of ~60 s, after ~38 s of a channel, `?offset=-30s` starts on
-/// a keyframe 30 s (±2.5 s) behind a live reader opened at the same moment,
-/// by PTS as ffprobe decodes them, and by byte position; `?offset=-300s`
-/// clamps to the oldest keyframe (the channel's first). `timeshift_s` in
-/// `/status` covers at least 30 s.
+/// With a ring of ~60 s, after ~37 s (mid-GOP) of a channel,
+/// `?offset=-30s` starts on the newest keyframe at least 30 s back: 30 s
+/// (±2.5 s) behind a live reader opened at the same moment, and 30 s to
+/// 30 s + one GOP behind the live edge, by PTS as ffprobe decodes them, and
+/// by byte position;
+/// `?offset=-300s` clamps to the oldest keyframe (the channel's first).
+/// `timeshift_s` in `/status` covers at least 30 s.
 #[test]
 fn offset_starts_thirty_seconds_back_on_a_keyframe() {
     let m = long_media();
@@ -1480,15 +1482,15 @@ fn offset_starts_thirty_seconds_back_on_a_keyframe() {
     ]);
     wait_live(&daemon, "tv");
     let live_at = Instant::now();
-    sleep_until(live_at + Duration::from_secs(38));
+    sleep_until(live_at + Duration::from_secs(37));
     let status = daemon.channel_status("tv");
-    println!("/status channel after 38 s: {status}");
+    println!("/status channel after 37 s: {status}");
     let timeshift = status["timeshift_s"]
         .as_f64()
         .unwrap_or_else(|| panic!("no timeshift_s in {status}"));
     assert!(
         timeshift >= 30.0,
-        "timeshift_s {timeshift} < 30 after 38 s with a 60 s ring"
+        "timeshift_s {timeshift} < 30 after 37 s with a 60 s ring"
     );
     let read_for = Duration::from_secs(3);
     let shifted = Reader::start(
@@ -1512,16 +1514,29 @@ fn offset_starts_thirty_seconds_back_on_a_keyframe() {
         ("offset -300s", &oldest),
     ] {
         assert_full_read(who, r);
-        assert_psi_then_keyframe(who, r.packets());
-        let path = assert_decodes_from_keyframe(who, r.packets(), &dir, &who.replace(' ', "_"));
+        assert_psi_then_keyframe(who, r.body_packets());
+        let path =
+            assert_decodes_from_keyframe(who, r.body_packets(), &dir, &who.replace(' ', "_"));
         let (_, _, first) = first_video_frame(&path);
         pts.push(first.unwrap_or_else(|| panic!("{who}: first frame has no PTS")));
     }
     let behind = (pts[1] - pts[0]) as f64 / 90_000.0;
-    println!("offset -30s starts {behind:.2} s behind the live reader");
+    // The live edge when the requests came: the live reader's keyframe plus
+    // the backlog it got at once.
+    let (_, table) = m.program();
+    let (_, video) = table.video().unwrap();
+    let live_backlog = assert_newest_keyframe("live", &live, video);
+    let age = behind + live_backlog;
+    println!(
+        "offset -30s starts {behind:.2} s behind the live reader's keyframe, {age:.2} s behind the live edge"
+    );
     assert!(
         (behind - 30.0).abs() <= 2.5,
         "offset -30s starts {behind:.2} s behind live, want 30 ± 2.5 s"
+    );
+    assert!(
+        (29.5..=30.0 + GOP.as_secs_f64() + 0.5).contains(&age),
+        "offset -30s must start at the newest keyframe at least 30 s back: it starts {age:.2} s behind the live edge"
     );
     let by_bytes = (reader_position("live", &live) as f64
         - reader_position("offset -30s", &shifted) as f64)
@@ -1531,8 +1546,6 @@ fn offset_starts_thirty_seconds_back_on_a_keyframe() {
         "X-Ringcast-Position says {by_bytes:.2} s between the two starts, the PTS say {behind:.2} s"
     );
     // The channel's first video PTS: the oldest keyframe, nothing evicted yet.
-    let (_, table) = m.program();
-    let (_, video) = table.video().unwrap();
     let file_first = ts::packets(&m.data)
         .filter(|p| pid(p) == video)
         .find_map(tsgen::pes_pts)
@@ -1590,7 +1603,7 @@ fn ts_parsing_allocates_nothing_while_relaying() {
         assert_full_read(&format!("reader #{i}"), r);
     }
     let dir = scratch_dir("ts_aware_alloc");
-    ffmpeg_decode_check(results[0].packets(), &dir, "reader0").assert_clean(
+    ffmpeg_decode_check(results[0].body_packets(), &dir, "reader0").assert_clean(
         "reader #0",
         (10.0 * f64::from(FPS)) as usize,
         1,
@@ -1677,14 +1690,13 @@ fn m2ts_and_204_byte_packets_come_out_as_188() {
         let who = format!("channel {channel}");
         std::fs::write(dir.join(format!("{channel}.raw.ts")), &r.body).unwrap();
         assert_full_read(&who, r);
-        let capture = r.packets();
+        let capture = r.body_packets();
         assert_paced(&who, r, video);
         assert_psi_then_keyframe(&who, capture);
-        // After the tables the relay put first: the source's packets as sent.
-        let lead = ts::packets(capture)
-            .take_while(|p| pid(p) == tsgen::PAT_PID || pid(p) == pmt_pid)
-            .count();
-        let offset = ts::assert_contiguous_run(&who, &capture[lead * PACKET..], sent);
+        // After the preamble (if any): the source's packets as sent.
+        let preamble = preamble_header(&who, r.head.as_ref().unwrap());
+        assert_preamble(&who, capture, preamble, pmt_pid);
+        let offset = ts::assert_contiguous_run(&who, &capture[preamble..], sent);
         let report = ffmpeg_decode_check(capture, &dir, channel);
         report.assert_clean(&who, 25, 1, 0);
         let status = daemon.channel_status(channel);
