@@ -478,6 +478,9 @@ impl Output {
             } else {
                 ChunkFlags::DISCONTINUITY
             };
+            // The tables' own discontinuity marks go before the boundary, so
+            // that a reader starting at the new chunk gets the PAT first.
+            self.write_psi_marks(demux, ring);
             ring.close_chunk(flags);
             self.write_psi_copies(demux, ring);
         } else if keyframe {
@@ -507,6 +510,20 @@ impl Output {
         self.write_packet(demux, ring, packet);
     }
 
+    /// Writes the discontinuity marks of the PAT and PMT PIDs that
+    /// [`Output::write_psi_copies`] is about to write.
+    fn write_psi_marks<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>) {
+        if !demux.has_psi() {
+            return;
+        }
+        let (pat, pmt) = demux.psi_packets();
+        for packet in pat.iter().chain(pmt) {
+            if self.take_pending(packet_pid(packet)) {
+                ring.append(&discontinuity_packet(packet));
+            }
+        }
+    }
+
     /// Writes the new source's latest PAT and PMT (withheld while waiting for
     /// its keyframe) right before that keyframe.
     fn write_psi_copies<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>) {
@@ -523,12 +540,13 @@ impl Output {
     fn write_packet<R: Region>(&mut self, demux: &Demux, ring: &mut Ring<R>, packet: &[u8]) {
         self.wrote_any = true;
         let pid = packet_pid(packet);
-        let position = ring.head();
         if pid != NULL_PID && self.take_pending(pid) {
             write_marked(ring, packet);
         } else {
             ring.append(&packet[..PACKET_BYTES]);
         }
+        // Where this packet itself starts (after a mark written before it).
+        let position = ring.head() - PACKET_BYTES as u64;
         let unit_start = packet[1] & 0x40 != 0;
         self.psi_run = if pid == PAT_PID && unit_start {
             Some(PsiRun {
@@ -938,23 +956,28 @@ mod tests {
         let chunk = ring.newest_keyframe().expect("keyframe chunk");
         assert!(chunk.flags.contains(ChunkFlags::DISCONTINUITY));
         let tail = read_all(&ring, start);
-        // The new PAT and PMT, each announced by an adaptation-only packet
-        // with discontinuity_indicator (they have no adaptation field).
-        assert_eq!(
-            pids(&tail),
-            [0, 0, pmt_pid, pmt_pid, video, audio, audio, video]
-        );
+        // A reader starting at the switch gets the new PAT and PMT first.
+        assert_eq!(pids(&tail), [0, pmt_pid, video, audio, audio, video]);
+        assert!(tail[..188] == pat(9, &[(1, pmt_pid)])[..]);
         let is_marker = |packet: &[u8], counter: u8| {
             packet[3] == 0x20 | counter && packet[4] == 183 && packet[5] == 0x80
         };
-        assert!(is_marker(&tail[..188], 8));
-        assert!(tail[188..376] == pat(9, &[(1, pmt_pid)])[..]);
-        assert!(is_marker(&tail[376..564], 3));
+        // Their discontinuity marks (adaptation-only packets: the tables
+        // have no adaptation field) end the chunk before, for readers that
+        // stream across the switch.
+        let before = read_all(
+            &ring,
+            Cursor {
+                position: start.position - 2 * 188,
+            },
+        );
+        assert!(is_marker(&before[..188], 8));
+        assert!(is_marker(&before[188..376], 3));
         // The keyframe's own adaptation field carries the flag.
-        assert_eq!(tail[4 * 188 + 5] & 0x80, 0x80);
+        assert_eq!(tail[2 * 188 + 5] & 0x80, 0x80);
         // Audio had no adaptation field: an adaptation-only packet comes first.
-        assert!(is_marker(&tail[5 * 188..6 * 188], 7));
-        assert!(tail[6 * 188..] == [data(audio, 8), next_picture].concat()[..]);
+        assert!(is_marker(&tail[3 * 188..4 * 188], 7));
+        assert!(tail[4 * 188..] == [data(audio, 8), next_picture].concat()[..]);
     }
 
     #[test]
