@@ -206,6 +206,13 @@ impl Demux {
         )
     }
 
+    /// The served program's number, PMT PID and video (PID, codec).
+    pub fn program(&self) -> Option<(u16, u16, Option<(u16, Option<VideoCodec>)>)> {
+        let program = self.tables.program.as_ref()?;
+        program.pmt_version?;
+        Some((program.number, program.pmt_pid, program.video))
+    }
+
     /// PID of the served program's PMT, once known.
     pub fn pmt_pid(&self) -> Option<u16> {
         self.tables.program.as_ref().map(|program| program.pmt_pid)

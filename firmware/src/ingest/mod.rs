@@ -36,7 +36,7 @@ use ringcast_hal::{Region, Rng};
 use crate::config::ProgramSelect;
 use crate::ring::{ChunkFlags, Ring};
 use crate::stats::ChannelStats;
-use crate::wire::es::{KeyframeScan, Verdict};
+use crate::wire::es::{KeyframeScan, Verdict, VideoCodec};
 use crate::wire::psi::PAT_PID;
 use crate::wire::ts::{Aligner, Packet, NULL_PID, PACKET_BYTES};
 use demux::{starts_video_pes, Demux, Role};
@@ -92,6 +92,8 @@ struct Output {
     wrote_any: bool,
     /// The chunk of the last keyframe, until the next picture starts.
     keyframe_incomplete: Option<u64>,
+    /// Set when a held-back switch went on air, until reported.
+    switched: Option<Switch>,
 }
 
 /// What a packet starts, for chunk boundaries.
@@ -153,6 +155,19 @@ pub struct IntakeResult {
     pub garbage_bytes: u64,
     /// Readers should be woken now.
     pub wake_readers: bool,
+    /// The program's PAT or PMT changed (a new source, a new version).
+    pub tables_changed: bool,
+    /// A source switch went on air in this call.
+    pub switched: Option<Switch>,
+}
+
+/// How a source switch went on air.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switch {
+    /// Milliseconds the new source was withheld, waiting for its keyframe.
+    pub waited_ms: u64,
+    /// It started on a keyframe (else the hold expired, or it has no video).
+    pub on_keyframe: bool,
 }
 
 impl Default for Intake {
@@ -180,6 +195,7 @@ impl Intake {
                 discontinuity_pending: [0; 8192 / 64],
                 wrote_any: false,
                 keyframe_incomplete: None,
+                switched: None,
             },
             garbage_seen: 0,
             sync_losses_seen: 0,
@@ -272,10 +288,14 @@ impl Intake {
                 handle_packet(demux, staging, output, ring, packet, now_ms, stats);
             }
         });
+        let mut tables_changed = false;
         if self.demux.psi_generation() != self.psi_published && self.demux.has_psi() {
             self.psi_published = self.demux.psi_generation();
             let (pat, pmt) = self.demux.psi_packets();
+            let before = ring.psi_generation();
             ring.set_psi(pat.iter().chain(pmt));
+            // Tables read again after a restart, but unchanged, are no news.
+            tables_changed = ring.psi_generation() != before;
         }
         let packet_bytes = ring.head() - head_before;
         let garbage_total = self.aligner.garbage_bytes();
@@ -293,6 +313,8 @@ impl Intake {
             packet_bytes,
             garbage_bytes,
             wake_readers,
+            tables_changed,
+            switched: self.output.switched.take(),
         }
     }
 
@@ -312,6 +334,12 @@ impl Intake {
     /// what a looped file is paced by.
     pub fn take_latest_pcr(&mut self) -> Option<(u16, u64)> {
         self.demux.take_latest_pcr()
+    }
+
+    /// The served program as read from the tables: its number, its PMT PID
+    /// and its video PID and codec (`None` when not known or not scanned).
+    pub fn program(&self) -> Option<(u16, u16, Option<(u16, Option<VideoCodec>)>)> {
+        self.demux.program()
     }
 
     /// True if some appended bytes were not announced to readers yet.
@@ -462,13 +490,11 @@ impl Output {
                 }
                 return;
             }
-            if !ready {
-                log::warn!(
-                    "source switch: no keyframe within {} s; relaying anyway",
-                    HOLD_MS_MAX / 1000
-                );
-            }
             self.hold_since_ms = None;
+            self.switched = Some(Switch {
+                waited_ms: now_ms.saturating_sub(since_ms),
+                on_keyframe: keyframe,
+            });
         }
         if core::mem::take(&mut self.break_pending) {
             stats.discontinuities.increment();

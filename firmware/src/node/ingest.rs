@@ -74,6 +74,25 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
         if result.garbage_bytes > 0 {
             self.log_garbage(now_ms);
         }
+        if result.tables_changed {
+            self.log_program();
+        }
+        if let Some(switch) = result.switched {
+            let name = self.channel.name.borrow();
+            if switch.on_keyframe {
+                log::info!(
+                    "channel {name}: new source on air at its first keyframe, after {} ms \
+                     (PAT and PMT sent again, discontinuity marked)",
+                    switch.waited_ms
+                );
+            } else {
+                log::warn!(
+                    "channel {name}: new source on air after {} ms without a keyframe \
+                     (none found, or it has no video)",
+                    switch.waited_ms
+                );
+            }
+        }
         let stride = self.intake.source_stride();
         if stride.is_some() && stride != self.stride_logged {
             self.stride_logged = stride;
@@ -91,6 +110,26 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
         }
         if result.wake_readers {
             self.channel.wake_readers();
+        }
+    }
+
+    fn log_program(&self) {
+        let Some((number, pmt_pid, video)) = self.intake.program() else {
+            return;
+        };
+        let name = self.channel.name.borrow();
+        match video {
+            Some((pid, Some(codec))) => log::info!(
+                "channel {name}: program {number} (PMT PID {pmt_pid}), {codec:?} video on PID \
+                 {pid}; new viewers start at its keyframes"
+            ),
+            Some((pid, None)) => log::info!(
+                "channel {name}: program {number} (PMT PID {pmt_pid}), video on PID {pid} in a \
+                 codec ringcast does not scan; keyframes are taken from the random-access flag"
+            ),
+            None => log::info!(
+                "channel {name}: program {number} (PMT PID {pmt_pid}) has no video stream"
+            ),
         }
     }
 
