@@ -81,6 +81,15 @@ impl PsiPackets {
     }
 }
 
+/// The served program as its tables describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramInfo {
+    pub number: u16,
+    pub pmt_pid: u16,
+    /// The video PID and its codec (`None` if ringcast does not scan it).
+    pub video: Option<(u16, Option<VideoCodec>)>,
+}
+
 /// What a packet is for the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -206,11 +215,15 @@ impl Demux {
         )
     }
 
-    /// The served program's number, PMT PID and video (PID, codec).
-    pub fn program(&self) -> Option<(u16, u16, Option<(u16, Option<VideoCodec>)>)> {
+    /// The served program, once its PMT was read.
+    pub fn program(&self) -> Option<ProgramInfo> {
         let program = self.tables.program.as_ref()?;
         program.pmt_version?;
-        Some((program.number, program.pmt_pid, program.video))
+        Some(ProgramInfo {
+            number: program.number,
+            pmt_pid: program.pmt_pid,
+            video: program.video,
+        })
     }
 
     /// PID of the served program's PMT, once known.

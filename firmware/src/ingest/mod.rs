@@ -36,7 +36,7 @@ use ringcast_hal::{Region, Rng};
 use crate::config::ProgramSelect;
 use crate::ring::{ChunkFlags, Ring};
 use crate::stats::ChannelStats;
-use crate::wire::es::{KeyframeScan, Verdict, VideoCodec};
+use crate::wire::es::{KeyframeScan, Verdict};
 use crate::wire::psi::PAT_PID;
 use crate::wire::ts::{Aligner, Packet, NULL_PID, PACKET_BYTES};
 use demux::{starts_video_pes, Demux, Role};
@@ -336,9 +336,8 @@ impl Intake {
         self.demux.take_latest_pcr()
     }
 
-    /// The served program as read from the tables: its number, its PMT PID
-    /// and its video PID and codec (`None` when not known or not scanned).
-    pub fn program(&self) -> Option<(u16, u16, Option<(u16, Option<VideoCodec>)>)> {
+    /// The served program as read from its tables.
+    pub fn program(&self) -> Option<demux::ProgramInfo> {
         self.demux.program()
     }
 

@@ -114,9 +114,10 @@ impl<'a, N: Net + 'static, C: Clock + 'static> Feed<'a, N, C> {
     }
 
     fn log_program(&self) {
-        let Some((number, pmt_pid, video)) = self.intake.program() else {
+        let Some(program) = self.intake.program() else {
             return;
         };
+        let (number, pmt_pid, video) = (program.number, program.pmt_pid, program.video);
         let name = self.channel.name.borrow();
         match video {
             Some((pid, Some(codec))) => log::info!(
