@@ -13,6 +13,11 @@
 //! - [`sim`]: an in-memory network with a virtual clock and seeded randomness,
 //!   used by tests to drive the state machines without real sockets.
 //!
+//! What the node keeps across restarts goes through [`Flash`], raw erase
+//! blocks and program pages, with the power-cut-safe [`store::RecordStore`]
+//! on top; both implementations provide a flash (`linux::FileFlash`,
+//! `linux::StateDirFlash`, [`sim::SimFlash`]).
+//!
 //! All I/O calls are non-blocking: they return [`ErrorKind::WouldBlock`] when
 //! the operation cannot make progress, and the caller awaits the matching
 //! readiness future (`readable`/`writable`) before trying again.
@@ -51,6 +56,7 @@ pub mod exec;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod sim;
+pub mod store;
 
 /// An error from a HAL implementation, mapped onto the shared [`ErrorKind`].
 pub trait Error: core::fmt::Debug + core::fmt::Display {
@@ -219,6 +225,89 @@ pub trait Storage {
     /// Writes a record atomically: after a power cut, a read returns either the
     /// old or the new value in full.
     fn write(&mut self, key: u32, value: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// The shape of a flash region: `blocks` erase blocks of `block_bytes`, each
+/// made of program pages of `page_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlashGeometry {
+    /// Bytes of one erase block (the unit [`Flash::erase`] works on).
+    pub block_bytes: u32,
+    /// Bytes of one program page (the unit [`Flash::program`] works on).
+    pub page_bytes: u32,
+    /// Erase blocks in the region.
+    pub blocks: u32,
+}
+
+impl FlashGeometry {
+    /// True if the sizes are non-zero, a block is a whole number of pages,
+    /// and the region's size fits in a `u32`.
+    pub fn is_valid(&self) -> bool {
+        self.page_bytes > 0
+            && self.block_bytes > 0
+            && self.blocks > 0
+            && self.block_bytes.is_multiple_of(self.page_bytes)
+            && self.block_bytes.checked_mul(self.blocks).is_some()
+    }
+
+    /// The region's size in bytes (see [`FlashGeometry::is_valid`] for when
+    /// it fits).
+    pub fn total_bytes(&self) -> u64 {
+        u64::from(self.block_bytes) * u64::from(self.blocks)
+    }
+
+    /// Program pages in one erase block (0 if the page size is 0).
+    pub fn pages_per_block(&self) -> u32 {
+        self.block_bytes.checked_div(self.page_bytes).unwrap_or(0)
+    }
+
+    /// Program pages in the region.
+    pub fn pages(&self) -> u64 {
+        u64::from(self.pages_per_block()) * u64::from(self.blocks)
+    }
+}
+
+/// Low-level flash: erase whole blocks to `0xFF`, program pages
+/// (page-aligned, whole pages), read anywhere.
+///
+/// Programming a page that is not erased is not allowed (NAND forbids it and
+/// NOR can only clear bits); the record store never does it. Until
+/// [`Flash::sync`] returns, a power cut may leave any part of the erases and
+/// programs since the last sync undone, or a page half-programmed.
+pub trait Flash {
+    type Error: Error;
+
+    /// The region's shape. It never changes.
+    fn geometry(&self) -> FlashGeometry;
+    /// Reads `buffer.len()` bytes at `offset`.
+    fn read(&mut self, offset: u32, buffer: &mut [u8]) -> Result<(), Self::Error>;
+    /// Programs whole pages starting at the page-aligned `offset`. The pages
+    /// must be erased.
+    fn program(&mut self, offset: u32, data: &[u8]) -> Result<(), Self::Error>;
+    /// Erases block number `block` to `0xFF`.
+    fn erase(&mut self, block: u32) -> Result<(), Self::Error>;
+    /// Makes everything programmed so far durable (`fdatasync` on Linux).
+    fn sync(&mut self) -> Result<(), Self::Error>;
+}
+
+impl<T: Flash + ?Sized> Flash for &mut T {
+    type Error = T::Error;
+
+    fn geometry(&self) -> FlashGeometry {
+        (**self).geometry()
+    }
+    fn read(&mut self, offset: u32, buffer: &mut [u8]) -> Result<(), Self::Error> {
+        (**self).read(offset, buffer)
+    }
+    fn program(&mut self, offset: u32, data: &[u8]) -> Result<(), Self::Error> {
+        (**self).program(offset, data)
+    }
+    fn erase(&mut self, block: u32) -> Result<(), Self::Error> {
+        (**self).erase(block)
+    }
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        (**self).sync()
+    }
 }
 
 /// A small xorshift generator: deterministic from its seed, used by both

@@ -9,6 +9,10 @@
 //! Each registration remembers whether its fd may be readable or writable; a
 //! syscall that returns `EAGAIN` clears the flag and the next readiness future
 //! waits for the kernel's edge.
+//!
+//! Flash for the record store lives in `flash`: [`FileFlash`] (a raw region
+//! over a file or block device) and [`StateDirFlash`] (a file in a state
+//! directory, replaced by rename).
 
 use core::cell::RefCell;
 use core::future::Future;
@@ -26,6 +30,9 @@ use rustix::io::Errno;
 use rustix::net::{self as rnet, sockopt, AddressFamily, SocketFlags, SocketType};
 
 use crate::{ErrorKind, Membership, MulticastInterface};
+
+mod flash;
+pub use flash::{FileFlash, StateDirFlash};
 
 /// A Linux error: the errno as rustix reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

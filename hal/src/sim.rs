@@ -34,10 +34,13 @@
 //! Modules: `world` (time, hosts, links, the event queue), `run` (driving
 //! futures), `tcp` and `stream` (connections and their handles), `udp`
 //! (datagrams and multicast), `ready` (readiness futures), `clock`, `net`
-//! (the per-host `Net` and ring regions), `storage` (flash), `slab`, `error`.
+//! (the per-host `Net` and ring regions), `flash` (raw flash with power cuts
+//! and erase counters, under the record store), `storage` (per-key A/B
+//! slots), `slab`, `error`.
 
 mod clock;
 mod error;
+mod flash;
 mod net;
 mod ready;
 mod run;
@@ -48,11 +51,13 @@ mod tcp;
 mod udp;
 mod world;
 
+pub use crate::store::crc32;
 pub use clock::{SimClock, Sleep};
 pub use error::{SimError, SimResult};
+pub use flash::SimFlash;
 pub use net::{SimNet, SimRegion, SIM_INTERFACES};
 pub use run::SimStop;
-pub use storage::{crc32, SimStorage};
+pub use storage::SimStorage;
 pub use stream::{SimListener, SimStream};
 pub use udp::{SimUdp, UDP_PAYLOAD_BYTES_MAX};
 pub use world::{HostStats, LinkConfig, SimConfig, SimStats, SimWorld};

@@ -37,7 +37,8 @@ pub enum SimError {
     RecordTooLarge,
     /// Every record slot of the flash is taken.
     StoreFull,
-    /// Power was cut during a flash write (see `SimStorage::cut_power_after_bytes`).
+    /// Power was cut during a flash write (see `SimFlash::cut_power_after_ops`
+    /// and `SimStorage::cut_power_after_bytes`).
     PowerLost,
 }
 

@@ -20,6 +20,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::error::{SimError, SimResult};
+use crate::store::format::crc32_update;
 
 const SEQUENCE_BYTES: usize = 8;
 const LENGTH_BYTES: usize = 4;
@@ -27,23 +28,6 @@ const HEADER_BYTES: usize = SEQUENCE_BYTES + LENGTH_BYTES;
 const CRC_BYTES: usize = 4;
 /// What an erased flash byte reads as.
 const ERASED: u8 = 0xFF;
-
-/// The CRC-32 of `bytes` (IEEE 802.3, reflected, as zlib and Ethernet use).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    crc32_update(0xFFFF_FFFF, bytes) ^ 0xFFFF_FFFF
-}
-
-/// Feeds `bytes` into a running CRC-32 register (before the final inversion).
-fn crc32_update(mut register: u32, bytes: &[u8]) -> u32 {
-    for &byte in bytes {
-        register ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (register & 1).wrapping_neg();
-            register = (register >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    register
-}
 
 /// A copy found intact in a slot.
 struct Copy<'a> {
@@ -250,12 +234,6 @@ mod tests {
             .read(KEY, &mut buffer)
             .expect("buffer is large enough")?;
         Some(buffer[..length].to_vec())
-    }
-
-    #[test]
-    fn crc32_matches_the_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
     }
 
     #[test]
