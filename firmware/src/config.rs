@@ -103,6 +103,9 @@ Options:
       --instant-start on|off   start new viewers with the newest keyframe in
                                the ring, so the picture appears at once; off
                                starts them at the live edge [default: on]
+      --state-dir DIR          keep the node identity and DLNA UUID in DIR, in a
+                               power-safe file; off keeps nothing
+                               [default: /var/lib/ringcast]
       --log-level LEVEL        error, warn, info, debug or trace [default: info]
   -h, --help                   print this help and exit
   -V, --version                print the version and exit
@@ -197,6 +200,8 @@ pub struct Config {
     /// New viewers start with PAT, PMT and the newest keyframe in the ring
     /// (on) or at the live edge (off).
     pub instant_start: bool,
+    /// Directory of the power-safe state file; `None` keeps nothing.
+    pub state_dir: Option<PathBuf>,
     /// True when no channel was configured: `main` then adds the demo channel.
     pub demo: bool,
     /// Values that were out of range and were clamped, one message each (with
@@ -223,6 +228,7 @@ impl Default for Config {
             flush_ms: FLUSH_MS_DEFAULT,
             log_level: LevelFilter::Info,
             instant_start: true,
+            state_dir: Some(default_state_dir()),
             demo: true,
             adjustments: Vec::new(),
         }
@@ -465,9 +471,10 @@ enum Setting {
     FlushMs,
     LogLevel,
     InstantStart,
+    StateDir,
 }
 
-const SETTINGS: [(Setting, &str); 15] = [
+const SETTINGS: [(Setting, &str); 16] = [
     (Setting::Listen, "listen"),
     (Setting::RingSize, "ring_size"),
     (Setting::ReadersMax, "readers_max"),
@@ -483,6 +490,7 @@ const SETTINGS: [(Setting, &str); 15] = [
     (Setting::FlushMs, "flush_ms"),
     (Setting::LogLevel, "log_level"),
     (Setting::InstantStart, "instant_start"),
+    (Setting::StateDir, "state_dir"),
 ];
 
 /// Position of a file key in [`SETTINGS`].
@@ -527,6 +535,7 @@ fn apply_setting(
         Setting::FlushMs => config.flush_ms = parse_flush_ms(value)?,
         Setting::LogLevel => config.log_level = parse_log_level(value)?,
         Setting::InstantStart => config.instant_start = parse_switch(value)?,
+        Setting::StateDir => config.state_dir = parse_state_dir(value)?,
     }
     Ok(None)
 }
@@ -687,6 +696,30 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// Parses the global interface setting; an empty value means "none", so a
 /// generated file may always write the key.
+/// A state directory, or `off`/`none` to keep nothing across restarts.
+fn parse_state_dir(text: &str) -> Result<Option<PathBuf>, String> {
+    match text {
+        "" => Err("expected a directory, or off".into()),
+        "off" | "none" => Ok(None),
+        _ if text.len() > STATE_DIR_BYTES_MAX => Err(format!(
+            "a state directory of at most {STATE_DIR_BYTES_MAX} bytes, got {} bytes",
+            text.len()
+        )),
+        _ => Ok(Some(PathBuf::from(text))),
+    }
+}
+
+/// Longest state directory path accepted.
+const STATE_DIR_BYTES_MAX: usize = 256;
+
+/// Where state is kept unless configured: systemd's `StateDirectory=` if
+/// set, else /var/lib/ringcast.
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ringcast"))
+}
+
 fn parse_interface_setting(text: &str) -> Result<Option<String>, String> {
     if text.is_empty() {
         return Ok(None);

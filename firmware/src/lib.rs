@@ -11,5 +11,6 @@ pub mod limits;
 pub mod log_sink;
 pub mod node;
 pub mod ring;
+pub mod state;
 pub mod stats;
 pub mod wire;

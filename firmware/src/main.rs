@@ -4,16 +4,19 @@
 //! SIGINT.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
 use ringcast::alloc_count::CountingAllocator;
 use ringcast::config::{self, Command, Config, ProgramSelect, SendMode, Source};
 use ringcast::node::{self, ChannelSetup, Node, Settings, ZeroCopy};
+use ringcast::state::{self, NodeState};
 use ringcast::{limits, log_sink};
 use ringcast_hal::exec::Executor;
 use ringcast_hal::linux::{self, LinuxClock, LinuxNet, Reactor};
+use ringcast_hal::store::{OpenReport, RecordStore};
+use ringcast_hal::FlashGeometry;
 use ringcast_hal::{MulticastInterface, Net as _};
 
 #[global_allocator]
@@ -248,8 +251,11 @@ fn start(config: &Config) -> Result<(), String> {
     let settings = settings(config, &net);
     let clock = LinuxClock::new(reactor.clone());
     let seed = u64::from(std::process::id()) << 32 | reactor.now_ms();
-    let node = Node::new(net, clock, settings, config.listen, setups, stdin, seed)
+    let mut node = Node::new(net, clock, settings, config.listen, setups, stdin, seed)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
+    let (state, state_path) = open_state(config.state_dir.as_deref());
+    node.state = state;
+    node.state_path = state_path;
     let node = Rc::new(node);
     let signals = signal_pipe(&reactor)?;
     let stop = Rc::new(std::cell::Cell::new(false));
@@ -259,6 +265,99 @@ fn start(config: &Config) -> Result<(), String> {
     assert!(spawned.is_ok(), "executor sized for the signal task");
     announce(&node);
     event_loop(&reactor, &mut executor, &stop)
+}
+
+/// The state file inside the state directory.
+const STATE_FILE: &str = "ringcast.state";
+
+/// The state file's layout: two 64 KiB erase blocks (one per copy), written
+/// in 4 KiB pages, as on a NOR flash partition.
+const STATE_GEOMETRY: FlashGeometry = FlashGeometry {
+    block_bytes: 64 * 1024,
+    page_bytes: 4096,
+    blocks: 2,
+};
+
+/// Fills `bytes` from the kernel's random source.
+fn fill_random(bytes: &mut [u8]) {
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(count) => filled += count,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => panic!("the kernel's random source failed: {error}"),
+        }
+    }
+}
+
+/// Loads (or creates) the node's identity from the state directory and
+/// counts the boot. Any failure is logged and leaves an identity that lasts
+/// until the process exits; a store from a newer ringcast is not touched.
+fn open_state(dir: Option<&Path>) -> (NodeState, String) {
+    let uname = rustix::system::uname();
+    let hostname = uname.nodename().to_string_lossy();
+    let ephemeral = || {
+        (
+            NodeState::ephemeral(&mut fill_random, &hostname),
+            String::new(),
+        )
+    };
+    let Some(dir) = dir else {
+        log::info!("state: not kept (state_dir = off); a new identity each start");
+        return ephemeral();
+    };
+    let path = dir.join(STATE_FILE);
+    let shown = path.display().to_string();
+    let opened =
+        std::fs::create_dir_all(dir).and_then(|()| linux::FileFlash::open(&path, STATE_GEOMETRY));
+    let flash = match opened {
+        Ok(flash) => flash,
+        Err(error) => {
+            log::warn!(
+                "state: cannot use {shown}: {error}; the identity and DLNA UUID will change at \
+                 the next start (set --state-dir to a writable directory, or off)"
+            );
+            return ephemeral();
+        }
+    };
+    let (mut store, report) = match RecordStore::open(flash, state::LIMITS) {
+        Ok(opened) => opened,
+        Err(error) => {
+            log::error!("state: {shown}: {error}; left untouched, nothing is kept this run");
+            return ephemeral();
+        }
+    };
+    match report {
+        OpenReport::Fresh => log::info!("state: new store {shown}"),
+        OpenReport::Loaded { .. } => {}
+        OpenReport::RecoveredOlder { sequence } => log::warn!(
+            "state: {shown}: the newest copy was damaged (power cut or bad flash); using the \
+             previous one (#{sequence})"
+        ),
+        OpenReport::Migrated { from_version } => {
+            log::info!("state: {shown}: converted from format version {from_version}")
+        }
+        OpenReport::Damaged => {
+            log::warn!("state: {shown}: no intact copy; starting with a new identity and DLNA UUID")
+        }
+    }
+    let state = match NodeState::load_or_create(&mut store, &mut fill_random, &hostname)
+        .and_then(|state| store.commit().map(|()| state))
+    {
+        Ok(state) => state,
+        Err(error) => {
+            log::error!("state: {shown}: {error}; nothing is kept this run");
+            return ephemeral();
+        }
+    };
+    log::info!(
+        "state: node {}, DLNA uuid:{}, \"{}\", boot {} (kept in {shown})",
+        &state.node_id_hex()[..16],
+        state.dlna_uuid_text(),
+        state.friendly_name,
+        state.boots
+    );
+    (state, shown)
 }
 
 /// Sets `stop` when SIGTERM or SIGINT arrives (through the signal pipe).

@@ -93,6 +93,12 @@ impl Daemon {
             }
             None => Command::new(&bin),
         };
+        // Each daemon keeps its state in a directory of its own (through the
+        // systemd variable the daemon honours), unless the test chose one:
+        // tests never touch /var/lib/ringcast and never share a store.
+        if !options.args.iter().any(|a| a.starts_with("--state-dir")) {
+            command.env("STATE_DIRECTORY", private_state_dir());
+        }
         command
             .args(&options.args)
             .current_dir(options.cwd.clone().unwrap_or_else(crate::workspace_root))
@@ -382,6 +388,17 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// A fresh state directory under the system temp dir, unique per daemon.
+fn private_state_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir()
+        .join("ringcast-tests-state")
+        .join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Sends `sig` to a process that this harness started.

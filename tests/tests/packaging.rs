@@ -417,6 +417,12 @@ fn procd_script_translates_uci_to_flags_and_channel_file() {
     let (procd, channels, runtime) = run_procd_script("full", UCI_FULL);
     println!("{procd}");
     let words = command_words(&procd);
+    // run_procd_script sets STATE_DIR to `state` beside `var/etc/...`.
+    let state_dir = runtime
+        .ancestors()
+        .nth(3)
+        .expect("scratch dir")
+        .join("state");
     let expected: Vec<String> = [
         "/usr/bin/ringcast",
         "-c",
@@ -439,6 +445,8 @@ fn procd_script_translates_uci_to_flags_and_channel_file() {
         "debug",
         "--multicast-if",
         "eth1.4",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())

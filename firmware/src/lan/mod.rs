@@ -152,6 +152,13 @@ pub struct DaemonView<'a> {
     pub totals: &'a Totals,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub node_id: &'a str,
+    pub dlna_uuid: &'a str,
+    pub friendly_name: &'a str,
+    /// Starts of this node (kept in the state store).
+    pub boots: u64,
+    /// The state file, or "" when nothing is kept across restarts.
+    pub state_path: &'a str,
 }
 
 /// Writes `text` as a JSON string body (without quotes), escaping as needed.
@@ -228,12 +235,19 @@ pub fn render_status_json<'a>(
     let alloc = daemon.alloc;
     write!(
         w,
-        "{{\"version\":\"{}\",\"uptime_s\":{},\"alloc\":{{\"allocations\":{},\"deallocations\":{},\
+        "{{\"version\":\"{}\",\"uptime_s\":{},\"node\":{{\"id\":\"{}\",\"dlna_uuid\":\"{}\",\
+         \"boots\":{},\"friendly_name\":\"",
+        daemon.version, daemon.uptime_s, daemon.node_id, daemon.dlna_uuid, daemon.boots,
+    )?;
+    write_json_escaped(w, daemon.friendly_name)?;
+    w.write_str("\",\"state_file\":\"")?;
+    write_json_escaped(w, daemon.state_path)?;
+    write!(
+        w,
+        "\"}},\"alloc\":{{\"allocations\":{},\"deallocations\":{},\
          \"bytes_allocated\":{},\"bytes_live\":{}}},\"totals\":{{\"readers\":{},\"bytes_in\":{},\
          \"bytes_out\":{},\"http_requests\":{},\"http_rejected\":{},\"http_bad_request\":{},\
          \"http_not_found\":{},\"connections_dropped\":{}}},\"channels\":[",
-        daemon.version,
-        daemon.uptime_s,
         alloc.allocations,
         alloc.deallocations,
         alloc.bytes_allocated,
@@ -402,6 +416,11 @@ mod tests {
             totals: &totals,
             bytes_in: 5,
             bytes_out: 0,
+            node_id: "ab",
+            dlna_uuid: "u",
+            friendly_name: "ringcast on \"box\"",
+            boots: 2,
+            state_path: "",
         };
         let view = || ChannelView {
             name: "a",

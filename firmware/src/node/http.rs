@@ -380,6 +380,11 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
         totals: &node.totals,
         bytes_in,
         bytes_out,
+        node_id: &node.state.node_id_hex(),
+        dlna_uuid: &node.state.dlna_uuid_text(),
+        friendly_name: &node.state.friendly_name,
+        boots: node.state.boots,
+        state_path: &node.state_path,
     };
     let now_ms = node.clock.now_ms();
     let base = UrlBase(local);

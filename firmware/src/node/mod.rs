@@ -21,11 +21,12 @@ use core::task::{Poll, Waker};
 use std::rc::Rc;
 
 use ringcast_hal::exec::Executor;
-use ringcast_hal::{Clock, MulticastInterface, Net, XorShift};
+use ringcast_hal::{Clock, MulticastInterface, Net, Rng as _, XorShift};
 
 use crate::config::{ProgramSelect, Source};
 use crate::lan::ChannelState;
 use crate::ring::{guard_bytes_for, Ring};
+use crate::state::NodeState;
 use crate::stats::{ChannelStats, Totals};
 use crate::wire::udpxy::OnDemand;
 
@@ -254,6 +255,11 @@ pub struct Node<N: Net + 'static, C: Clock + 'static> {
     streams: Handoff<StreamJob<N::Stream>>,
     rng: RefCell<XorShift>,
     stdin: RefCell<Option<N::Stream>>,
+    /// Identity and names; `main` replaces the ephemeral default with what
+    /// the state store holds.
+    pub state: NodeState,
+    /// Where the state is kept, for `/status` ("" when it is not kept).
+    pub state_path: String,
 }
 
 fn make_channel<N: Net>(
@@ -286,6 +292,16 @@ fn make_channel<N: Net>(
         on_demand: on_demand.then(OnDemandSlot::default),
         waiters: RefCell::new((0..readers_max).map(|_| None).collect()),
     })
+}
+
+/// Bytes from a generator seeded with `seed` (for ephemeral identities).
+fn seeded_bytes(seed: u64) -> impl FnMut(&mut [u8]) {
+    let mut rng = XorShift::new(seed ^ 0x005E_ED1D);
+    move |bytes: &mut [u8]| {
+        for byte in bytes {
+            *byte = rng.next_u32() as u8;
+        }
+    }
 }
 
 impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
@@ -345,6 +361,8 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             listen_address,
             rng: RefCell::new(XorShift::new(seed)),
             stdin: RefCell::new(stdin),
+            state: NodeState::ephemeral(&mut seeded_bytes(seed), "ringcast"),
+            state_path: String::new(),
         })
     }
 
