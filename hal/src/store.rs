@@ -324,6 +324,27 @@ pub struct RecordStore<F: Flash> {
     dirty: bool,
 }
 
+/// A copy of the whole store, flash included (tests use it to fork a run;
+/// it allocates, like `open`).
+impl<F: Flash + Clone> Clone for RecordStore<F> {
+    fn clone(&self) -> Self {
+        Self {
+            flash: self.flash.clone(),
+            layout: self.layout,
+            limits: self.limits,
+            records: self.records.clone(),
+            image: self.image.clone(),
+            page: self.page.clone(),
+            scratch: self.scratch.clone(),
+            sequence: self.sequence,
+            sequence_seen: self.sequence_seen,
+            next_slot: self.next_slot,
+            protected: self.protected.clone(),
+            dirty: self.dirty,
+        }
+    }
+}
+
 impl<F: Flash> core::fmt::Debug for RecordStore<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RecordStore")
@@ -490,6 +511,13 @@ impl<F: Flash> RecordStore<F> {
     /// The flash underneath.
     pub fn flash(&self) -> &F {
         &self.flash
+    }
+
+    /// The flash underneath, mutably: for tests that schedule power cuts or
+    /// damage the flash on purpose. Writing to it behind the store's back
+    /// voids the store's guarantees until it is reopened.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
     }
 
     /// Gives the flash back (for example to reopen it after a simulated

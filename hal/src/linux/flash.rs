@@ -1,8 +1,9 @@
 //! Flash for the record store on Linux, two ways.
 //!
 //! [`FileFlash`] treats a file or a block device as a raw MTD-style region:
-//! an erase writes `0xFF` over an erase block, a program writes pages in
-//! place (`pwrite`), a sync is `fdatasync`; nothing is ever renamed. The
+//! an erase writes `0xFF` over the pages of an erase block that are not
+//! erased yet, a program writes pages in place (`pwrite`), a sync is
+//! `fdatasync`; nothing is ever renamed. The
 //! record store's slot ring makes that power-cut safe on its own. A file
 //! shorter than the region (truncated by a crash or by hand) reads as erased
 //! past its end and is extended with `0xFF` when written there.
@@ -56,6 +57,22 @@ fn check_pages(geometry: &FlashGeometry, offset: u32, length: usize) -> Result<u
     end_within(offset, length, geometry.total_bytes())
 }
 
+/// Fills `buffer` from `file` at `offset`; bytes past the end of the file
+/// (a truncated file) read as erased.
+fn read_into(file: &File, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buffer.len() {
+        match file.read_at(&mut buffer[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(count) => done += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    buffer[done..].fill(ERASED);
+    Ok(())
+}
+
 /// A raw flash region over a file or block device; see the module
 /// documentation.
 #[derive(Debug)]
@@ -66,6 +83,8 @@ pub struct FileFlash {
     length: u64,
     /// One erase block of `0xFF`.
     erased: Box<[u8]>,
+    /// One page, to check what an erase must write.
+    page: Box<[u8]>,
 }
 
 impl FileFlash {
@@ -87,6 +106,7 @@ impl FileFlash {
             geometry,
             length,
             erased: vec![ERASED; geometry.block_bytes as usize].into_boxed_slice(),
+            page: vec![0; geometry.page_bytes as usize].into_boxed_slice(),
         };
         if length == 0 {
             flash.extend_to(geometry.total_bytes())?;
@@ -123,21 +143,7 @@ impl crate::Flash for FileFlash {
 
     fn read(&mut self, offset: u32, buffer: &mut [u8]) -> Result<()> {
         end_within(offset, buffer.len(), self.geometry.total_bytes())?;
-        let mut done = 0;
-        while done < buffer.len() {
-            match self
-                .file
-                .read_at(&mut buffer[done..], u64::from(offset) + done as u64)
-            {
-                Ok(0) => break,
-                Ok(count) => done += count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        // Past the end of a truncated file: erased.
-        buffer[done..].fill(ERASED);
-        Ok(())
+        Ok(read_into(&self.file, u64::from(offset), buffer)?)
     }
 
     fn program(&mut self, offset: u32, data: &[u8]) -> Result<()> {
@@ -145,15 +151,26 @@ impl crate::Flash for FileFlash {
         self.write_at(offset, data, end)
     }
 
+    /// Writes `0xFF` over the block's pages that are not erased already:
+    /// the store programs only the pages a copy needs, so rewriting the
+    /// whole block would multiply what the filesystem writes.
     fn erase(&mut self, block: u32) -> Result<()> {
         if block >= self.geometry.blocks {
             return Err(Error(Errno::INVAL));
         }
-        let offset = block * self.geometry.block_bytes;
-        let end = u64::from(offset) + u64::from(self.geometry.block_bytes);
-        self.extend_to(u64::from(offset))?;
-        self.file.write_all_at(&self.erased, u64::from(offset))?;
-        self.length = self.length.max(end);
+        let page_bytes = self.geometry.page_bytes;
+        let first = block * self.geometry.block_bytes;
+        for page in 0..self.geometry.pages_per_block() {
+            let offset = u64::from(first + page * page_bytes);
+            read_into(&self.file, offset, &mut self.page)?;
+            if self.page.iter().all(|&byte| byte == ERASED) {
+                continue;
+            }
+            self.extend_to(offset)?;
+            let fill = &self.erased[..page_bytes as usize];
+            self.file.write_all_at(fill, offset)?;
+            self.length = self.length.max(offset + u64::from(page_bytes));
+        }
         Ok(())
     }
 
@@ -210,17 +227,7 @@ impl StateDirFlash {
     }
 
     fn load(&mut self, file: &File) -> io::Result<()> {
-        let mut done = 0;
-        while done < self.mirror.len() {
-            match file.read_at(&mut self.mirror[done..], done as u64) {
-                Ok(0) => break,
-                Ok(count) => done += count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
-        self.mirror[done..].fill(ERASED);
-        Ok(())
+        read_into(file, 0, &mut self.mirror)
     }
 
     /// Writes the region to the temporary file and renames it into place.

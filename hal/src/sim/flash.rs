@@ -7,7 +7,8 @@
 //! [`SimFlash::cut_power_after_ops`] fails the op after the given number
 //! of ops, doing nothing; [`SimFlash::cut_power_mid_page`] lets that op
 //! program only the first bytes of its page (or erase only the first bytes
-//! of its block). Either way the power stays off, every call fails with
+//! of its block); [`SimFlash::cut_power_at_next_sync`] fails the next sync
+//! after all its writes. Either way the power stays off, every call fails with
 //! [`SimError::PowerLost`], until [`SimFlash::reboot`], which keeps the
 //! image as the cut left it. Erases are counted per block, for wear tests.
 
@@ -41,6 +42,8 @@ pub struct SimFlash {
     ops: u64,
     syncs: u64,
     cut: Option<Cut>,
+    /// Power fails in the next sync.
+    cut_at_sync: bool,
     powered: bool,
 }
 
@@ -59,6 +62,7 @@ impl SimFlash {
             ops: 0,
             syncs: 0,
             cut: None,
+            cut_at_sync: false,
             powered: true,
         }
     }
@@ -79,6 +83,12 @@ impl SimFlash {
             after_ops: ops,
             partial_bytes: Some(bytes),
         });
+    }
+
+    /// Power fails during the next sync, after every op before it is done
+    /// (the writer never learns that its writes made it).
+    pub fn cut_power_at_next_sync(&mut self) {
+        self.cut_at_sync = true;
     }
 
     /// Pages programmed and blocks erased so far, whole.
@@ -116,6 +126,7 @@ impl SimFlash {
     pub fn reboot(&mut self) {
         self.powered = true;
         self.cut = None;
+        self.cut_at_sync = false;
     }
 
     /// Spends one op of the power left.
@@ -221,6 +232,11 @@ impl crate::Flash for SimFlash {
 
     fn sync(&mut self) -> SimResult<()> {
         self.check_powered()?;
+        if self.cut_at_sync {
+            self.cut_at_sync = false;
+            self.powered = false;
+            return Err(SimError::PowerLost);
+        }
         self.syncs += 1;
         Ok(())
     }

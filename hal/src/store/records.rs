@@ -35,6 +35,7 @@ pub(crate) enum StageError {
 }
 
 /// The fixed table of staged records.
+#[derive(Clone)]
 pub(crate) struct Records {
     entries: Box<[Entry]>,
     values: Box<[u8]>,
