@@ -216,7 +216,10 @@ pub trait Rng {
     fn next_u32(&mut self) -> u32;
 }
 
-/// A small power-loss-safe record store, addressed by a record key.
+/// A small power-loss-safe record store, addressed by a record key, each
+/// record in its own A/B slots (simulated by `sim::SimStorage`). The node's
+/// state uses the flash-backed [`store::RecordStore`] instead, which commits
+/// all records together.
 pub trait Storage {
     type Error: Error;
     /// Reads the newest valid copy of a record into `buffer`, returning its length,

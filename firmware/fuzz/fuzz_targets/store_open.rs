@@ -256,7 +256,10 @@ fuzz_target!(|data: &[u8]| {
             // nothing if it found none) is never touched by a commit.
             let (store, _) = reopen(&mut flash);
             let found = state_of(&store);
-            assert!(found == after || found == before, "a cut left neither state");
+            assert!(
+                found == after || found == before,
+                "a cut left neither state"
+            );
         }
         // A crafted copy can hold the last sequence number, or sit across
         // two erase units of a two-unit ring.
