@@ -216,20 +216,6 @@ pub trait Rng {
     fn next_u32(&mut self) -> u32;
 }
 
-/// A small power-loss-safe record store, addressed by a record key, each
-/// record in its own A/B slots (simulated by `sim::SimStorage`). The node's
-/// state uses the flash-backed [`store::RecordStore`] instead, which commits
-/// all records together.
-pub trait Storage {
-    type Error: Error;
-    /// Reads the newest valid copy of a record into `buffer`, returning its length,
-    /// or `Ok(None)` if the record was never written.
-    fn read(&mut self, key: u32, buffer: &mut [u8]) -> Result<Option<usize>, Self::Error>;
-    /// Writes a record atomically: after a power cut, a read returns either the
-    /// old or the new value in full.
-    fn write(&mut self, key: u32, value: &[u8]) -> Result<(), Self::Error>;
-}
-
 /// The shape of a flash region: `blocks` erase blocks of `block_bytes`, each
 /// made of program pages of `page_bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,8 +35,7 @@
 //! futures), `tcp` and `stream` (connections and their handles), `udp`
 //! (datagrams and multicast), `ready` (readiness futures), `clock`, `net`
 //! (the per-host `Net` and ring regions), `flash` (raw flash with power cuts
-//! and erase counters, under the record store), `storage` (per-key A/B
-//! slots), `slab`, `error`.
+//! and erase counters, under the record store), `slab`, `error`.
 
 mod clock;
 mod error;
@@ -45,7 +44,6 @@ mod net;
 mod ready;
 mod run;
 mod slab;
-mod storage;
 mod stream;
 mod tcp;
 mod udp;
@@ -57,7 +55,6 @@ pub use error::{SimError, SimResult};
 pub use flash::SimFlash;
 pub use net::{SimNet, SimRegion, SIM_INTERFACES};
 pub use run::SimStop;
-pub use storage::SimStorage;
 pub use stream::{SimListener, SimStream};
 pub use udp::{SimUdp, UDP_PAYLOAD_BYTES_MAX};
 pub use world::{HostStats, LinkConfig, SimConfig, SimStats, SimWorld};

@@ -31,14 +31,8 @@ pub enum SimError {
     /// An argument is out of range (an empty region, a range past its end, a
     /// datagram that is too large...).
     InvalidInput,
-    /// The caller's buffer cannot hold the stored record.
-    BufferTooSmall,
-    /// The record is larger than a flash slot.
-    RecordTooLarge,
-    /// Every record slot of the flash is taken.
-    StoreFull,
-    /// Power was cut during a flash write (see `SimFlash::cut_power_after_ops`
-    /// and `SimStorage::cut_power_after_bytes`).
+    /// Power was cut during a flash operation (see
+    /// `SimFlash::cut_power_after_ops` and `SimFlash::cut_power_mid_page`).
     PowerLost,
 }
 
@@ -53,10 +47,7 @@ impl crate::Error for SimError {
             Self::AddrInUse => ErrorKind::AddrInUse,
             Self::AddrNotAvailable | Self::HostUnreachable => ErrorKind::AddrNotAvailable,
             Self::NotFound => ErrorKind::NotFound,
-            Self::InvalidInput | Self::BufferTooSmall | Self::RecordTooLarge => {
-                ErrorKind::InvalidInput
-            }
-            Self::StoreFull => ErrorKind::OutOfMemory,
+            Self::InvalidInput => ErrorKind::InvalidInput,
             Self::PowerLost => ErrorKind::Other,
         }
     }
@@ -75,9 +66,6 @@ impl core::fmt::Display for SimError {
             Self::HostUnreachable => "no route to host",
             Self::NotFound => "no such interface",
             Self::InvalidInput => "invalid argument",
-            Self::BufferTooSmall => "buffer too small for the record",
-            Self::RecordTooLarge => "record larger than a flash slot",
-            Self::StoreFull => "every record slot is taken",
             Self::PowerLost => "power lost during a flash write",
         };
         f.write_str(text)
