@@ -390,20 +390,22 @@ impl<R: Region> Ring<R> {
         }
     }
 
+    /// Readable keyframe chunks with data, newest first.
+    fn keyframes_newest_first(&self) -> impl Iterator<Item = ChunkInfo> + '_ {
+        let window_start = self.window_start();
+        (self.oldest_seq..=self.open_seq)
+            .rev()
+            .map(|seq| *self.chunk_ref(seq))
+            .take_while(move |chunk| chunk.start >= window_start)
+            .filter(|chunk| chunk.flags.contains(ChunkFlags::KEYFRAME) && chunk.length_bytes > 0)
+    }
+
     /// The newest readable chunk flagged [`ChunkFlags::KEYFRAME`] whose
     /// keyframe arrived whole ([`ChunkFlags::DECODABLE`]), or else the newest
     /// keyframe chunk at all: where a new reader decodes a picture soonest.
     pub fn newest_keyframe(&self) -> Option<ChunkInfo> {
-        let window_start = self.window_start();
         let mut newest = None;
-        for seq in (self.oldest_seq..=self.open_seq).rev() {
-            let chunk = *self.chunk_ref(seq);
-            if chunk.start < window_start {
-                break;
-            }
-            if !chunk.flags.contains(ChunkFlags::KEYFRAME) || chunk.length_bytes == 0 {
-                continue;
-            }
+        for chunk in self.keyframes_newest_first() {
             if chunk.flags.contains(ChunkFlags::DECODABLE) {
                 return Some(chunk);
             }
@@ -416,16 +418,8 @@ impl<R: Region> Ring<R> {
     /// oldest readable keyframe chunk if all are newer: where a time-shifted
     /// reader starts.
     pub fn keyframe_at_or_before(&self, time_ms: u64) -> Option<ChunkInfo> {
-        let window_start = self.window_start();
         let mut oldest = None;
-        for seq in (self.oldest_seq..=self.open_seq).rev() {
-            let chunk = *self.chunk_ref(seq);
-            if chunk.start < window_start {
-                break;
-            }
-            if !chunk.flags.contains(ChunkFlags::KEYFRAME) || chunk.length_bytes == 0 {
-                continue;
-            }
+        for chunk in self.keyframes_newest_first() {
             if chunk.time_ms <= time_ms {
                 return Some(chunk);
             }
@@ -520,11 +514,13 @@ impl<R: Region> Ring<R> {
     }
 }
 
+/// A ring region on the heap, for unit tests of the ring and its writers.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use ringcast_hal::Region;
 
-    struct VecRegion(Vec<u8>);
+    pub(crate) struct VecRegion(pub(crate) Vec<u8>);
+
     impl Region for VecRegion {
         fn as_mut_slice(&mut self) -> &mut [u8] {
             &mut self.0
@@ -533,6 +529,12 @@ mod tests {
             &self.0
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_support::VecRegion;
 
     fn packets(count: usize, first_index: usize) -> Vec<u8> {
         let mut bytes = vec![0u8; count * TS_PACKET_BYTES];

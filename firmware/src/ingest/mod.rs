@@ -761,18 +761,9 @@ mod tests {
     use super::*;
     use ringcast_hal::XorShift;
 
+    use crate::ring::test_support::VecRegion;
     use crate::ring::{Cursor, Readable};
     use crate::wire::psi;
-
-    struct VecRegion(Vec<u8>);
-    impl Region for VecRegion {
-        fn as_mut_slice(&mut self) -> &mut [u8] {
-            &mut self.0
-        }
-        fn as_slice(&self) -> &[u8] {
-            &self.0
-        }
-    }
 
     const PMT_PID: u16 = 0x1000;
     const VIDEO: u16 = 0x100;
