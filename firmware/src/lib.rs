@@ -10,6 +10,7 @@ pub mod lan;
 pub mod limits;
 pub mod log_sink;
 pub mod node;
+pub mod portmap;
 pub mod ring;
 pub mod state;
 pub mod stats;

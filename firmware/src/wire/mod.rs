@@ -17,6 +17,7 @@ pub mod es;
 pub mod http;
 pub mod psi;
 pub mod rtp;
+pub mod ssdp;
 pub mod ts;
 pub mod udpxy;
 
