@@ -194,6 +194,10 @@ pub trait Net {
     fn udp_bind(&self, address: SocketAddr) -> Result<Self::Udp, Self::Error>;
     /// The kernel index of a named interface.
     fn interface_index(&self, name: &str) -> Result<u32, Self::Error>;
+    /// The IPv4 default route (through the interface named `interface`, if
+    /// given): the gateway, and our own address on the way to it. `None`
+    /// when there is no such route. Called when port mapping (re)starts.
+    fn default_route(&self, interface: Option<&str>) -> Result<Option<Route>, Self::Error>;
     /// Resolves a host name (or an IP literal) to an address, without blocking
     /// the event loop. Called when a source (re)connects, never per packet.
     fn resolve(
@@ -201,6 +205,15 @@ pub trait Net {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<SocketAddr, Self::Error>>;
+}
+
+/// An IPv4 default route, as [`Net::default_route`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The next hop (the home router).
+    pub gateway: Ipv4Addr,
+    /// Our address on the link to it.
+    pub local: Ipv4Addr,
 }
 
 /// A monotonic clock.

@@ -828,6 +828,90 @@ impl crate::Net for LinuxNet {
         )?;
         Ok(rnet::netdevice::name_to_index(probe.as_fd(), name)?)
     }
+
+    fn default_route(&self, interface: Option<&str>) -> Result<Option<crate::Route>> {
+        let mut table = [0u8; ROUTE_TABLE_BYTES_MAX];
+        let len = read_file_prefix("/proc/net/route", &mut table)?;
+        let text = core::str::from_utf8(&table[..len]).unwrap_or("");
+        let Some(gateway) = parse_default_route(text, interface) else {
+            return Ok(None);
+        };
+        // Our address towards the gateway: connect a UDP socket (which sends
+        // nothing) and ask the kernel which source it chose.
+        let probe = rnet::socket_with(
+            AddressFamily::INET,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rnet::connect(&probe, &SocketAddr::from((gateway, 5351)))?;
+        let local = rnet::getsockname(&probe)?;
+        match SocketAddr::try_from(local) {
+            Ok(SocketAddr::V4(local)) => Ok(Some(crate::Route {
+                gateway,
+                local: *local.ip(),
+            })),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Bytes of `/proc/net/route` read (a home box has a handful of routes;
+/// a default route past this is not seen).
+const ROUTE_TABLE_BYTES_MAX: usize = 16 * 1024;
+
+/// Reads up to `buffer.len()` bytes of a file, without allocating.
+fn read_file_prefix(path: &str, buffer: &mut [u8]) -> Result<usize> {
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match rustix::io::read(&fd, &mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(filled)
+}
+
+/// The gateway of the best (lowest metric) IPv4 default route in the text
+/// of `/proc/net/route`, through `interface` if given. Addresses there are
+/// the raw network-order word printed in host order, hence `to_ne_bytes`.
+pub fn parse_default_route(table: &str, interface: Option<&str>) -> Option<Ipv4Addr> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    let mut best: Option<(u32, Ipv4Addr)> = None;
+    for line in table.lines().skip(1) {
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(destination), Some(gateway), Some(flags)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let metric = fields.nth(2).and_then(|m| m.parse::<u32>().ok());
+        let mask = fields.next();
+        let hex = |text: &str| u32::from_str_radix(text, 16).ok();
+        let (Some(destination), Some(gateway), Some(flags), Some(metric), Some(mask)) = (
+            hex(destination),
+            hex(gateway),
+            hex(flags),
+            metric,
+            mask.and_then(hex),
+        ) else {
+            continue;
+        };
+        let wanted = interface.is_none_or(|wanted| wanted == name);
+        let is_default = destination == 0 && mask == 0 && flags & (RTF_UP | RTF_GATEWAY) == 3;
+        if wanted && is_default && best.is_none_or(|(m, _)| metric < m) {
+            best = Some((metric, Ipv4Addr::from(gateway.to_ne_bytes())));
+        }
+    }
+    best.map(|(_, gateway)| gateway)
 }
 
 /// The monotonic clock of the reactor.
@@ -928,5 +1012,40 @@ impl Future for Resolve {
             Some(answer) => Poll::Ready(answer),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route word as the kernel prints it on this host.
+    fn word(address: [u8; 4]) -> String {
+        format!("{:08X}", u32::from_ne_bytes(address))
+    }
+
+    #[test]
+    fn default_route_is_the_lowest_metric_gateway() {
+        let table = format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t{}\t{}\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+             eth0\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n\
+             wlan0\t00000000\t{}\t0003\t0\t0\t100\t00000000\t0\t0\t0\n",
+            word([0, 0, 0, 0]),
+            word([192, 168, 1, 1]),
+            word([192, 168, 1, 0]),
+            word([255, 255, 255, 0]),
+            word([10, 0, 0, 1]),
+        );
+        assert_eq!(
+            parse_default_route(&table, None),
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(
+            parse_default_route(&table, Some("eth0")),
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+        assert_eq!(parse_default_route(&table, Some("br-lan")), None);
+        assert_eq!(parse_default_route("garbage\nmore garbage", None), None);
     }
 }

@@ -121,4 +121,9 @@ impl crate::Net for SimNet {
         let found = SIM_INTERFACES.iter().find(|(known, _)| *known == name);
         found.map(|(_, index)| *index).ok_or(SimError::NotFound)
     }
+
+    fn default_route(&self, _interface: Option<&str>) -> SimResult<Option<crate::Route>> {
+        // The simulated world has no router (yet): port mapping finds none.
+        Ok(None)
+    }
 }
