@@ -302,6 +302,76 @@ fn parse_radix(digits: &[u8], radix: u32) -> Option<u32> {
     Some(value)
 }
 
+/// Collects the text of one element from several `Text` events (text and
+/// CDATA may alternate), unescaping character data but not CDATA, into at
+/// most `N` bytes.
+///
+/// Character data with a bad entity reference (routers write bare `&` in
+/// URLs) is kept raw rather than refused. Text longer than `N` marks the
+/// buffer as overflowed, and [`TextBuffer::trimmed`] then gives `None`.
+#[derive(Clone, Debug)]
+pub struct TextBuffer<const N: usize> {
+    bytes: [u8; N],
+    length: usize,
+    overflow: bool,
+}
+
+impl<const N: usize> Default for TextBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> TextBuffer<N> {
+    pub const fn new() -> Self {
+        TextBuffer {
+            bytes: [0; N],
+            length: 0,
+            overflow: false,
+        }
+    }
+
+    /// Forgets the collected text.
+    pub fn clear(&mut self) {
+        self.length = 0;
+        self.overflow = false;
+    }
+
+    /// Appends one `Text` event; `cdata` from [`Scanner::last_text_is_cdata`].
+    pub fn push(&mut self, raw: &[u8], cdata: bool) {
+        if self.overflow {
+            return;
+        }
+        let spare = &mut self.bytes[self.length..];
+        let written = if cdata {
+            None
+        } else {
+            unescape(raw, spare)
+        };
+        let written = match written {
+            Some(written) => written,
+            None if raw.len() <= spare.len() => {
+                spare[..raw.len()].copy_from_slice(raw);
+                raw.len()
+            }
+            None => {
+                self.overflow = true;
+                return;
+            }
+        };
+        self.length += written;
+    }
+
+    /// The collected text without surrounding white space, if it fitted and
+    /// is UTF-8.
+    pub fn trimmed(&self) -> Option<&str> {
+        if self.overflow {
+            return None;
+        }
+        core::str::from_utf8(trim(&self.bytes[..self.length])).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +501,26 @@ mod tests {
         assert_eq!(trim(b"   "), b"");
         assert_eq!(trim(b""), b"");
         assert_eq!(trim(b"z"), b"z");
+    }
+
+    #[test]
+    fn text_buffer_joins_text_and_cdata() {
+        let input = b"<u> /ctl?a=1&amp;b=2 <![CDATA[&amp;]]>&x\n</u>";
+        let mut scanner = Scanner::new(input);
+        let mut text = TextBuffer::<32>::new();
+        while let Some(event) = scanner.next() {
+            if let Event::Text(raw) = event {
+                text.push(raw, scanner.last_text_is_cdata());
+            }
+        }
+        assert_eq!(text.trimmed(), Some("/ctl?a=1&b=2 &amp;&x"));
+        let mut small = TextBuffer::<4>::new();
+        small.push(b"abc", false);
+        assert_eq!(small.trimmed(), Some("abc"));
+        small.push(b"de", true);
+        assert_eq!(small.trimmed(), None);
+        small.clear();
+        small.push(b"\xff", true);
+        assert_eq!(small.trimmed(), None);
     }
 }
