@@ -30,6 +30,12 @@ const CONFIG_FILE_BYTES_MAX: usize = 256 * 1024;
 /// Largest value of any timeout or interval, in seconds (one day). Other
 /// modules may turn seconds into `u32` milliseconds; this keeps that safe.
 const SECONDS_MAX: u32 = 24 * 60 * 60;
+/// The peer port (PeerCast's well-known port, for the PCP work to come).
+const PEER_PORT_DEFAULT: u16 = 7144;
+/// Lease asked of the router: an hour, renewed every half hour.
+const PORTMAP_LEASE_S_DEFAULT: u32 = 3600;
+/// Mapping checks every five minutes.
+const PORTMAP_CHECK_S_DEFAULT: u32 = 300;
 
 /// Bytes of a network interface name (Linux `IFNAMSIZ` less the final NUL).
 const INTERFACE_NAME_BYTES_MAX: usize = 15;
@@ -106,6 +112,23 @@ Options:
       --state-dir DIR          keep the node identity and DLNA UUID in DIR, in a
                                power-safe file; off keeps nothing
                                [default: /var/lib/ringcast]
+      --peer-port PORT         TCP port for other ringcast peers; the only port
+                               opened on the router; 0 = none [default: 7144]
+      --portmap off|METHODS    open the peer port on the home router with these
+                               methods, tried in order: upnp, pcp, natpmp
+                               [default: upnp,pcp,natpmp]
+      --portmap-port PORT      external port to ask the router for; it may give
+                               another [default: the peer port]
+      --portmap-lease SECONDS  lease to ask for, renewed at half; 0 asks UPnP
+                               for a permanent mapping [default: 3600]
+      --portmap-check SECONDS  check that the router still has the mapping, and
+                               retry a failed search, this often [default: 300]
+      --portmap-if NAME        look for the router behind this interface only
+                               [default: the interface of the default route]
+      --portmap-lan-http on|off
+                               also open the LAN HTTP port on the router: every
+                               channel becomes reachable from the internet
+                               [default: off]
       --log-level LEVEL        error, warn, info, debug or trace [default: info]
   -h, --help                   print this help and exit
   -V, --version                print the version and exit
@@ -202,6 +225,20 @@ pub struct Config {
     pub instant_start: bool,
     /// Directory of the power-safe state file; `None` keeps nothing.
     pub state_dir: Option<PathBuf>,
+    /// TCP port of the peer listener; 0 = none (and nothing is mapped).
+    pub peer_port: u16,
+    /// Port-mapping methods in order; empty = mapping off.
+    pub portmap: Vec<crate::portmap::Method>,
+    /// External port asked for; 0 = the peer port.
+    pub portmap_port: u16,
+    /// Lease asked of the router, in seconds (0 = permanent, UPnP only).
+    pub portmap_lease_s: u32,
+    /// Seconds between checks of a mapping (and retries of a failed search).
+    pub portmap_check_s: u32,
+    /// Interface behind which the router is looked for; `None` = default route.
+    pub portmap_interface: Option<String>,
+    /// Also map the LAN HTTP port (streams become reachable from the internet).
+    pub portmap_lan_http: bool,
     /// True when no channel was configured: `main` then adds the demo channel.
     pub demo: bool,
     /// Values that were out of range and were clamped, one message each (with
@@ -229,6 +266,17 @@ impl Default for Config {
             log_level: LevelFilter::Info,
             instant_start: true,
             state_dir: Some(default_state_dir()),
+            peer_port: PEER_PORT_DEFAULT,
+            portmap: vec![
+                crate::portmap::Method::Upnp,
+                crate::portmap::Method::Pcp,
+                crate::portmap::Method::NatPmp,
+            ],
+            portmap_port: 0,
+            portmap_lease_s: PORTMAP_LEASE_S_DEFAULT,
+            portmap_check_s: PORTMAP_CHECK_S_DEFAULT,
+            portmap_interface: None,
+            portmap_lan_http: false,
             demo: true,
             adjustments: Vec::new(),
         }
@@ -472,9 +520,16 @@ enum Setting {
     LogLevel,
     InstantStart,
     StateDir,
+    PeerPort,
+    Portmap,
+    PortmapPort,
+    PortmapLease,
+    PortmapCheck,
+    PortmapInterface,
+    PortmapLanHttp,
 }
 
-const SETTINGS: [(Setting, &str); 16] = [
+const SETTINGS: [(Setting, &str); 23] = [
     (Setting::Listen, "listen"),
     (Setting::RingSize, "ring_size"),
     (Setting::ReadersMax, "readers_max"),
@@ -491,6 +546,13 @@ const SETTINGS: [(Setting, &str); 16] = [
     (Setting::LogLevel, "log_level"),
     (Setting::InstantStart, "instant_start"),
     (Setting::StateDir, "state_dir"),
+    (Setting::PeerPort, "peer_port"),
+    (Setting::Portmap, "portmap"),
+    (Setting::PortmapPort, "portmap_port"),
+    (Setting::PortmapLease, "portmap_lease"),
+    (Setting::PortmapCheck, "portmap_check"),
+    (Setting::PortmapInterface, "portmap_if"),
+    (Setting::PortmapLanHttp, "portmap_lan_http"),
 ];
 
 /// Position of a file key in [`SETTINGS`].
@@ -536,6 +598,13 @@ fn apply_setting(
         Setting::LogLevel => config.log_level = parse_log_level(value)?,
         Setting::InstantStart => config.instant_start = parse_switch(value)?,
         Setting::StateDir => config.state_dir = parse_state_dir(value)?,
+        Setting::PeerPort => config.peer_port = parse_port_or_zero(value)?,
+        Setting::Portmap => config.portmap = parse_portmap_methods(value)?,
+        Setting::PortmapPort => config.portmap_port = parse_port_or_zero(value)?,
+        Setting::PortmapLease => config.portmap_lease_s = parse_seconds(value, 0)?,
+        Setting::PortmapCheck => config.portmap_check_s = parse_seconds(value, 1)?,
+        Setting::PortmapInterface => config.portmap_interface = parse_interface_setting(value)?,
+        Setting::PortmapLanHttp => config.portmap_lan_http = parse_switch(value)?,
     }
     Ok(None)
 }
@@ -648,6 +717,36 @@ fn parse_flush_ms(text: &str) -> Result<u32, String> {
 
 /// Parses `on`/`off`, also accepting `yes`/`no`, `true`/`false` and `1`/`0`
 /// (the form OpenWrt UCI uses for booleans).
+/// Parses a TCP port number, 0 to 65535 (0: none, or "the default").
+fn parse_port_or_zero(text: &str) -> Result<u16, String> {
+    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u16>() {
+        Ok(port) if valid => Ok(port),
+        _ => Err(format!("expected a port number 0 to 65535, got '{text}'")),
+    }
+}
+
+/// Parses `off` or a comma list of port-mapping methods (no repeats).
+fn parse_portmap_methods(text: &str) -> Result<Vec<crate::portmap::Method>, String> {
+    if matches!(text, "off" | "no" | "none" | "0" | "false") {
+        return Ok(Vec::new());
+    }
+    let mut methods = Vec::new();
+    for name in text.split(',') {
+        let Some(method) = crate::portmap::Method::parse(name) else {
+            return Err(format!(
+                "unknown port-mapping method '{}' (use upnp, pcp, natpmp, or off)",
+                name.trim()
+            ));
+        };
+        if methods.contains(&method) {
+            return Err(format!("'{}' is listed twice", name.trim()));
+        }
+        methods.push(method);
+    }
+    Ok(methods)
+}
+
 fn parse_switch(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "on" | "yes" | "true" | "1" => Ok(true),
@@ -2183,6 +2282,48 @@ mod tests {
         assert!(twice.contains("given twice"), "{twice}");
         assert!(run(&[]).instant_start);
         assert!(!run(&["--instant-start", "off"]).instant_start);
+    }
+
+    #[test]
+    fn port_mapping_options() {
+        use crate::portmap::Method;
+        let default = run(&[]);
+        assert_eq!(default.peer_port, 7144);
+        assert_eq!(
+            default.portmap,
+            vec![Method::Upnp, Method::Pcp, Method::NatPmp]
+        );
+        assert!(!default.portmap_lan_http);
+        let custom = run(&[
+            "--peer-port",
+            "7200",
+            "--portmap",
+            "pcp,natpmp",
+            "--portmap-port=40000",
+            "--portmap-lease",
+            "600",
+            "--portmap-check",
+            "5",
+            "--portmap-if",
+            "br-lan",
+            "--portmap-lan-http",
+            "on",
+        ]);
+        assert_eq!(custom.peer_port, 7200);
+        assert_eq!(custom.portmap, vec![Method::Pcp, Method::NatPmp]);
+        assert_eq!(custom.portmap_port, 40000);
+        assert_eq!(custom.portmap_lease_s, 600);
+        assert_eq!(custom.portmap_check_s, 5);
+        assert_eq!(custom.portmap_interface.as_deref(), Some("br-lan"));
+        assert!(custom.portmap_lan_http);
+        assert!(run(&["--portmap", "off"]).portmap.is_empty());
+        let unknown = run_error(&["--portmap", "upnp,smtp"]);
+        assert!(unknown.contains("'smtp'"), "{unknown}");
+        let twice = run_error(&["--portmap", "pcp,pcp"]);
+        assert!(twice.contains("twice"), "{twice}");
+        let port = run_error(&["--peer-port", "70000"]);
+        assert!(port.contains("0 to 65535"), "{port}");
+        assert!(run_error(&["--portmap-check", "0"]).contains("at least 1"));
     }
 
     #[test]
