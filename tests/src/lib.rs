@@ -21,6 +21,7 @@
 pub mod check;
 pub mod daemon;
 pub mod http;
+pub mod igd;
 pub mod media;
 pub mod netns;
 pub mod reader;
