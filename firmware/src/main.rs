@@ -10,7 +10,9 @@ use std::rc::Rc;
 
 use ringcast::alloc_count::CountingAllocator;
 use ringcast::config::{self, Command, Config, ProgramSelect, SendMode, Source};
+use ringcast::node::portmap::PortmapShared;
 use ringcast::node::{self, ChannelSetup, Node, Settings, ZeroCopy};
+use ringcast::portmap::{self, Mapper, PcpRecord};
 use ringcast::state::{self, NodeState};
 use ringcast::{limits, log_sink};
 use ringcast_hal::exec::Executor;
@@ -138,7 +140,80 @@ fn settings(config: &Config, net: &LinuxNet) -> Settings {
             SendMode::Copy => ZeroCopy::Never,
         },
         reader_send_buffer_bytes: READER_SEND_BUFFER_BYTES,
+        peer_port: config.peer_port,
+        portmap_check_ms: u64::from(config.portmap_check_s) * 1000,
     }
+}
+
+/// The mapper of `internal_port`, with the PCP record a previous run kept.
+fn mapper_for(
+    config: &Config,
+    internal_port: u16,
+    external_port: u16,
+    label: &str,
+    stored: Option<&[u8]>,
+) -> Mapper {
+    let mut methods = heapless::Vec::new();
+    for method in &config.portmap {
+        let _ = methods.push(*method);
+    }
+    let mut label_text = heapless::String::new();
+    let _ = label_text.push_str(label);
+    let mut seed = [0u8; 8];
+    fill_random(&mut seed);
+    Mapper::new(
+        portmap::Config {
+            methods,
+            internal_port,
+            external_port,
+            lease_s: config.portmap_lease_s,
+            check_interval_ms: u64::from(config.portmap_check_s) * 1000,
+            label: label_text,
+        },
+        stored.and_then(PcpRecord::decode),
+        u64::from_le_bytes(seed),
+    )
+}
+
+/// Sets up port mapping of the peer port (and the LAN HTTP port when the
+/// config asks), or leaves it off.
+fn port_mapping<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static>(
+    config: &Config,
+    node: &Node<N, C>,
+) -> PortmapShared {
+    if config.peer_port == 0 || config.portmap.is_empty() {
+        if config.peer_port == 0 {
+            log::info!("peer port: off (--peer-port 0); nothing is mapped on the router");
+        } else {
+            log::info!("portmap: off; peers can reach this box only if its router forwards port {}", config.peer_port);
+        }
+        return PortmapShared::disabled();
+    }
+    let store = node.store.borrow();
+    let load = |name: &str| store.as_ref().and_then(|s| s.load(name));
+    let peer = mapper_for(
+        config,
+        config.peer_port,
+        config.portmap_port,
+        "ringcast peer",
+        load(state::PORTMAP_PCP),
+    );
+    let lan_http = config.portmap_lan_http.then(|| {
+        let port = node.listen_address.port();
+        log::warn!(
+            "portmap: the LAN HTTP port {port} is mapped on the router too              (--portmap-lan-http): every channel, the playlist and the status page              become reachable from the internet"
+        );
+        mapper_for(config, port, port, "ringcast http", load(state::PORTMAP_PCP_LAN_HTTP))
+    });
+    let methods: Vec<&str> = config.portmap.iter().map(|m| m.name()).collect();
+    log::info!(
+        "portmap: opening peer port {} on the router ({}; lease {} s, check every {} s)",
+        config.peer_port,
+        methods.join(", "),
+        config.portmap_lease_s,
+        config.portmap_check_s
+    );
+    PortmapShared::new(peer, lan_http, config.portmap_interface.clone())
 }
 
 /// Standard input as a non-blocking stream, if a channel reads it.
@@ -253,9 +328,11 @@ fn start(config: &Config) -> Result<(), String> {
     let seed = u64::from(std::process::id()) << 32 | reactor.now_ms();
     let mut node = Node::new(net, clock, settings, config.listen, setups, stdin, seed)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
-    let (state, state_path) = open_state(config.state_dir.as_deref());
+    let (state, state_path, store) = open_state(config.state_dir.as_deref());
     node.state = state;
     node.state_path = state_path;
+    node.store = std::cell::RefCell::new(store);
+    node.portmap = port_mapping(config, &node);
     let node = Rc::new(node);
     let signals = signal_pipe(&reactor)?;
     let stop = Rc::new(std::cell::Cell::new(false));
@@ -264,7 +341,32 @@ fn start(config: &Config) -> Result<(), String> {
     let spawned = executor.try_spawn(watch_signals(signals, stop.clone()));
     assert!(spawned.is_ok(), "executor sized for the signal task");
     announce(&node);
-    event_loop(&reactor, &mut executor, &stop)
+    event_loop(&reactor, &mut executor, &stop)?;
+    finish_port_mapping(&reactor, &mut executor, &node)
+}
+
+/// Deletes the mappings on the router before exit, within a bounded time.
+fn finish_port_mapping(
+    reactor: &Reactor,
+    executor: &mut Executor,
+    node: &Node<LinuxNet, LinuxClock>,
+) -> Result<(), String> {
+    node.portmap.request_stop();
+    let deadline = reactor.now_ms() + node::portmap::SHUTDOWN_MS + 500;
+    loop {
+        executor.run_ready();
+        if node.portmap.is_finished() || reactor.now_ms() >= deadline {
+            return Ok(());
+        }
+        let timeout_ms = if executor.has_ready() {
+            0
+        } else {
+            deadline.saturating_sub(reactor.now_ms())
+        };
+        reactor
+            .wait(Some(timeout_ms))
+            .map_err(|e| format!("event loop: {e}"))?;
+    }
 }
 
 /// The state file inside the state directory.
@@ -290,16 +392,21 @@ fn fill_random(bytes: &mut [u8]) {
     }
 }
 
+/// The open state store, for records written while running.
+type Store = Option<Box<dyn state::Persist>>;
+
 /// Loads (or creates) the node's identity from the state directory and
 /// counts the boot. Any failure is logged and leaves an identity that lasts
 /// until the process exits; a store from a newer ringcast is not touched.
-fn open_state(dir: Option<&Path>) -> (NodeState, String) {
+/// The store stays open for the records written while running.
+fn open_state(dir: Option<&Path>) -> (NodeState, String, Store) {
     let uname = rustix::system::uname();
     let hostname = uname.nodename().to_string_lossy();
     let ephemeral = || {
         (
             NodeState::ephemeral(&mut fill_random, &hostname),
             String::new(),
+            None,
         )
     };
     let Some(dir) = dir else {
@@ -357,7 +464,7 @@ fn open_state(dir: Option<&Path>) -> (NodeState, String) {
         state.friendly_name,
         state.boots
     );
-    (state, shown)
+    (state, shown, Some(Box::new(store)))
 }
 
 /// Sets `stop` when SIGTERM or SIGINT arrives (through the signal pipe).

@@ -31,6 +31,50 @@ pub const LIMITS: StoreLimits = StoreLimits {
     value_bytes_max: 1024,
 };
 
+/// Record of the PCP mapping of the peer port (its nonce; see
+/// `portmap::PcpRecord`), and of the LAN HTTP port when that is mapped.
+pub const PORTMAP_PCP: &str = "portmap_pcp";
+pub const PORTMAP_PCP_LAN_HTTP: &str = "portmap_pcp_http";
+
+/// Records the running node reads and writes after start-up, through the
+/// store `main` keeps open (object-safe, so the driver needs no flash type).
+pub trait Persist {
+    /// The value of record `name`, if any.
+    fn load(&self, name: &str) -> Option<&[u8]>;
+    /// Sets record `name` (or removes it, for `None`) and commits at once
+    /// if that changed anything. The error is the store's, as text for the log.
+    fn save(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), StoreFailure>;
+}
+
+/// A record could not be kept (the store is full or the flash failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFailure;
+
+impl core::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the state store could not keep the record")
+    }
+}
+
+impl<F: Flash> Persist for RecordStore<F> {
+    fn load(&self, name: &str) -> Option<&[u8]> {
+        self.get(name)
+    }
+
+    fn save(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), StoreFailure> {
+        if self.get(name) == value {
+            return Ok(());
+        }
+        match value {
+            Some(value) => self.put(name, value).map_err(|_| StoreFailure)?,
+            None => {
+                self.remove(name);
+            }
+        }
+        self.commit().map_err(|_| StoreFailure)
+    }
+}
+
 /// What the node keeps across restarts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeState {
@@ -171,6 +215,20 @@ mod tests {
         assert_eq!(second.dlna_uuid, first.dlna_uuid);
         assert_eq!(second.friendly_name, first.friendly_name);
         assert_eq!(second.boots, 2);
+    }
+
+    #[test]
+    fn persist_commits_only_changes() {
+        let (mut store, _) = RecordStore::open(flash(), LIMITS).expect("open");
+        store.commit().expect("commit");
+        let sequence = store.sequence();
+        let persist: &mut dyn Persist = &mut store;
+        persist.save(PORTMAP_PCP, Some(b"abc")).expect("save");
+        persist.save(PORTMAP_PCP, Some(b"abc")).expect("save again");
+        assert_eq!(persist.load(PORTMAP_PCP), Some(&b"abc"[..]));
+        persist.save(PORTMAP_PCP, None).expect("remove");
+        assert_eq!(persist.load(PORTMAP_PCP), None);
+        assert_eq!(store.sequence(), sequence + 2);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct Totals {
     /// Connections closed before a full request arrived, or timed out.
     pub connections_dropped: Counter,
     pub readers: Gauge,
+    /// Connections to the peer port (answered with the banner).
+    pub peer_connections: Counter,
 }
 
 #[cfg(test)]

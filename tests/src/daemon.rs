@@ -99,6 +99,16 @@ impl Daemon {
         if !options.args.iter().any(|a| a.starts_with("--state-dir")) {
             command.env("STATE_DIRECTORY", private_state_dir());
         }
+        // Test daemons never look for a router: port mapping would send
+        // SSDP and NAT-PMP/PCP out of the host's real interfaces. A test of
+        // port mapping passes its own --portmap (inside its namespaces),
+        // and a fixed peer port would clash between parallel daemons.
+        if !options.args.iter().any(|a| a.starts_with("--portmap")) {
+            command.args(["--portmap", "off"]);
+        }
+        if !options.args.iter().any(|a| a.starts_with("--peer-port")) {
+            command.args(["--peer-port", "0"]);
+        }
         command
             .args(&options.args)
             .current_dir(options.cwd.clone().unwrap_or_else(crate::workspace_root))

@@ -63,6 +63,8 @@ fn settings(readers_max: usize) -> Settings {
         zero_copy: node::ZeroCopy::Remote,
         instant_start: true,
         reader_send_buffer_bytes: 64 * 1024,
+        peer_port: 0,
+        portmap_check_ms: 300_000,
     }
 }
 

@@ -20,6 +20,8 @@ fn args(dir: &std::path::Path) -> Vec<String> {
         "127.0.0.1:0".into(),
         "--on-demand".into(),
         "off".into(),
+        "--peer-port".into(),
+        "0".into(),
         "--state-dir".into(),
         dir.display().to_string(),
     ]

@@ -159,6 +159,88 @@ pub struct DaemonView<'a> {
     pub boots: u64,
     /// The state file, or "" when nothing is kept across restarts.
     pub state_path: &'a str,
+    /// The peer listener's port (0 = none).
+    pub peer_port: u16,
+    /// The peer port's mapping on the home router.
+    pub portmap: &'a crate::portmap::Report,
+    /// The LAN HTTP port's mapping, when the config asks for one.
+    pub portmap_lan_http: Option<&'a crate::portmap::Report>,
+    /// The clock the reports' lease times use.
+    pub now_ms: u64,
+}
+
+/// Writes an address as a JSON string, or `null`.
+fn write_json_address(
+    w: &mut SliceWriter<'_>,
+    address: Option<impl core::fmt::Display>,
+) -> core::fmt::Result {
+    match address {
+        Some(address) => write!(w, "\"{address}\""),
+        None => w.write_str("null"),
+    }
+}
+
+/// Renders a port mapping report as a JSON object.
+fn render_portmap_json(
+    w: &mut SliceWriter<'_>,
+    report: &crate::portmap::Report,
+    now_ms: u64,
+) -> core::fmt::Result {
+    write!(w, "{{\"state\":\"{}\",\"method\":", report.state.name())?;
+    match report.method {
+        Some(method) => write!(w, "\"{}\"", method.name())?,
+        None => w.write_str("null")?,
+    }
+    w.write_str(",\"internal\":")?;
+    write_json_address(w, report.internal)?;
+    w.write_str(",\"external\":")?;
+    write_json_address(w, report.external)?;
+    w.write_str(",\"gateway\":")?;
+    write_json_address(w, report.gateway)?;
+    write!(
+        w,
+        ",\"reachable\":{},\"lease_s\":{},\"lease_left_s\":{},\"error\":",
+        report.reachable(),
+        report.lease_s,
+        report.lease_left_s(now_ms)
+    )?;
+    match report.error {
+        Some(code) => write!(w, "{code}")?,
+        None => w.write_str("null")?,
+    }
+    w.write_str(",\"detail\":\"")?;
+    write_json_escaped(w, &report.detail)?;
+    write!(
+        w,
+        "\",\"maps\":{},\"renewals\":{},\"checks\":{},\"remaps\":{}}}",
+        report.maps, report.renewals, report.checks, report.remaps
+    )
+}
+
+/// One line on the status page about how peers reach this box.
+fn render_portmap_html(
+    w: &mut SliceWriter<'_>,
+    peer_port: u16,
+    report: &crate::portmap::Report,
+) -> core::fmt::Result {
+    use crate::portmap::State;
+    w.write_str("<p>Peers: ")?;
+    match (report.state, report.external) {
+        (State::Mapped, Some(external)) => write!(
+            w,
+            "reachable at {external} (port {peer_port} mapped with {})",
+            report.method.map_or("?", |m| m.name())
+        )?,
+        (state, _) => {
+            write!(w, "not reachable from the internet ({}", state.name())?;
+            if !report.detail.is_empty() {
+                w.write_str(": ")?;
+                write_html_escaped(w, &report.detail)?;
+            }
+            w.write_str(")")?;
+        }
+    }
+    w.write_str("</p>")
 }
 
 /// Writes `text` as a JSON string body (without quotes), escaping as needed.
@@ -247,7 +329,7 @@ pub fn render_status_json<'a>(
         "\"}},\"alloc\":{{\"allocations\":{},\"deallocations\":{},\
          \"bytes_allocated\":{},\"bytes_live\":{}}},\"totals\":{{\"readers\":{},\"bytes_in\":{},\
          \"bytes_out\":{},\"http_requests\":{},\"http_rejected\":{},\"http_bad_request\":{},\
-         \"http_not_found\":{},\"connections_dropped\":{}}},\"channels\":[",
+         \"http_not_found\":{},\"connections_dropped\":{}}},",
         alloc.allocations,
         alloc.deallocations,
         alloc.bytes_allocated,
@@ -261,6 +343,13 @@ pub fn render_status_json<'a>(
         totals.http_not_found.get(),
         totals.connections_dropped.get(),
     )?;
+    write!(w, "\"peer_port\":{},\"portmap\":", daemon.peer_port)?;
+    render_portmap_json(w, daemon.portmap, daemon.now_ms)?;
+    if let Some(report) = daemon.portmap_lan_http {
+        w.write_str(",\"portmap_lan_http\":")?;
+        render_portmap_json(w, report, daemon.now_ms)?;
+    }
+    w.write_str(",\"channels\":[")?;
     for (index, channel) in channels.enumerate() {
         if index > 0 {
             w.write_str(",")?;
@@ -310,12 +399,15 @@ pub fn render_index_html<'a>(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>ringcast</title>\
          <style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:left}}</style>\
          </head><body><h1>ringcast {}</h1><p>Up {} s. Readers: {}. \
-         <a href=\"/playlist.m3u\">Playlist (M3U)</a> · <a href=\"/status\">Status (JSON)</a></p>\
-         <table><tr><th>Channel</th><th>Source</th><th>State</th><th>Input kbit/s</th>\
-         <th>Readers</th><th>Skips</th><th>Drops</th><th>Errors</th><th>Garbage bytes</th></tr>",
+         <a href=\"/playlist.m3u\">Playlist (M3U)</a> · <a href=\"/status\">Status (JSON)</a></p>",
         daemon.version,
         daemon.uptime_s,
         daemon.totals.readers.get()
+    )?;
+    render_portmap_html(w, daemon.peer_port, daemon.portmap)?;
+    w.write_str(
+        "<table><tr><th>Channel</th><th>Source</th><th>State</th><th>Input kbit/s</th>\
+         <th>Readers</th><th>Skips</th><th>Drops</th><th>Errors</th><th>Garbage bytes</th></tr>",
     )?;
     for channel in channels {
         w.write_str("<tr><td><a href=\"")?;
@@ -409,6 +501,7 @@ mod tests {
         let stats = ChannelStats::default();
         stats.bytes_in.add(5);
         let totals = Totals::default();
+        let portmap = crate::portmap::Report::disabled();
         let daemon = DaemonView {
             version: "0.1.0",
             uptime_s: 3,
@@ -421,6 +514,10 @@ mod tests {
             friendly_name: "ringcast on \"box\"",
             boots: 2,
             state_path: "",
+            peer_port: 7144,
+            portmap: &portmap,
+            portmap_lan_http: None,
+            now_ms: 0,
         };
         let view = || ChannelView {
             name: "a",

@@ -373,6 +373,7 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
 ) -> Result<usize, core::fmt::Error> {
     let mut w = SliceWriter::new(body);
     let (bytes_in, bytes_out) = node.bytes_totals();
+    let lan_http_report = node.portmap.lan_http.as_ref().map(|report| report.borrow());
     let daemon = DaemonView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: node.clock.now_ms() / 1000,
@@ -385,6 +386,10 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
         friendly_name: &node.state.friendly_name,
         boots: node.state.boots,
         state_path: &node.state_path,
+        peer_port: node.settings.peer_port,
+        portmap: &node.portmap.peer.borrow(),
+        portmap_lan_http: lan_http_report.as_deref(),
+        now_ms: node.clock.now_ms(),
     };
     let now_ms = node.clock.now_ms();
     let base = UrlBase(local);

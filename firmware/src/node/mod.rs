@@ -11,6 +11,7 @@
 
 mod http;
 mod ingest;
+pub mod portmap;
 mod stream;
 
 use core::cell::{Cell, RefCell};
@@ -67,6 +68,10 @@ pub struct Settings {
     /// Kernel send buffer per reader: bounds bytes in flight (and so the ring
     /// guard needed for `sendfile`).
     pub reader_send_buffer_bytes: usize,
+    /// TCP port of the peer listener; 0 = none.
+    pub peer_port: u16,
+    /// How often port mappings are checked (for the log's wording).
+    pub portmap_check_ms: u64,
 }
 
 /// A channel definition for [`Node::new`].
@@ -260,6 +265,12 @@ pub struct Node<N: Net + 'static, C: Clock + 'static> {
     pub state: NodeState,
     /// Where the state is kept, for `/status` ("" when it is not kept).
     pub state_path: String,
+    /// The state store, kept open for records written while running.
+    pub store: RefCell<Option<Box<dyn crate::state::Persist>>>,
+    /// The peer port's listener, until [`spawn_all`] starts its task.
+    peer_listener: RefCell<Option<N::Listener>>,
+    /// Port mapping: the mappers until they start, and their reports.
+    pub portmap: portmap::PortmapShared,
 }
 
 fn make_channel<N: Net>(
@@ -324,6 +335,10 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
         assert!(settings.readers_max >= 1 && settings.readers_max <= crate::limits::READERS_MAX);
         let listener = net.tcp_listen(listen, 1024)?;
         let listen_address = listener.local_addr()?;
+        let peer_listener = match settings.peer_port {
+            0 => None,
+            port => Some(net.tcp_listen(SocketAddr::new(listen.ip(), port), 64)?),
+        };
         let static_channels = channels.len();
         let mut table = Vec::with_capacity(static_channels + settings.on_demand_channels);
         for setup in channels {
@@ -363,12 +378,19 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             stdin: RefCell::new(stdin),
             state: NodeState::ephemeral(&mut seeded_bytes(seed), "ringcast"),
             state_path: String::new(),
+            store: RefCell::new(None),
+            peer_listener: RefCell::new(peer_listener),
+            portmap: portmap::PortmapShared::disabled(),
         })
     }
 
     /// Tasks [`spawn_all`] will start: size executors and timer tables with it.
     pub fn task_count(&self) -> usize {
-        1 + CONTROL_WORKERS + self.settings.readers_max + self.channels.len()
+        1 + CONTROL_WORKERS
+            + self.settings.readers_max
+            + self.channels.len()
+            + usize::from(self.peer_listener.borrow().is_some())
+            + self.portmap.task_count()
     }
 
     /// The index of a static channel by name.
@@ -415,6 +437,14 @@ pub fn spawn_all<N: Net + 'static, C: Clock + 'static>(
     }
     for index in 0..node.channels.len() {
         let spawned = executor.try_spawn(ingest::ingest_task(node.clone(), index));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    if let Some(listener) = node.peer_listener.borrow_mut().take() {
+        let spawned = executor.try_spawn(portmap::peer_listener(node.clone(), listener));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    for (mapper, mapping) in node.portmap.take_mappers() {
+        let spawned = executor.try_spawn(portmap::portmap_task(node.clone(), mapper, mapping));
         assert!(spawned.is_ok(), "executor sized below the task count");
     }
 }

@@ -12,7 +12,7 @@
 
 pub mod desc;
 pub mod httpc;
-// mod mapper; (enabled once the codecs land)
+pub mod mapper;
 pub mod natpmp;
 pub mod pcp;
 pub mod soap;
@@ -21,7 +21,7 @@ pub mod xml;
 use core::fmt::{self, Write as _};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-// pub use mapper::{Io, Mapper};
+pub use mapper::{Io, Mapper};
 
 /// Bytes of a PCP mapping nonce (RFC 6887 §11.1).
 pub const PCP_NONCE_BYTES: usize = 12;
