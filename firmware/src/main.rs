@@ -185,7 +185,10 @@ fn port_mapping<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static
         if config.peer_port == 0 {
             log::info!("peer port: off (--peer-port 0); nothing is mapped on the router");
         } else {
-            log::info!("portmap: off; peers can reach this box only if its router forwards port {}", config.peer_port);
+            log::info!(
+                "portmap: off; peers can reach this box only if its router forwards port {}",
+                config.peer_port
+            );
         }
         return PortmapShared::disabled();
     }

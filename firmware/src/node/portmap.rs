@@ -187,7 +187,10 @@ pub async fn portmap_task<N: Net + 'static, C: Clock + 'static>(
     mapping: Mapping,
 ) {
     let slot = usize::from(mapping == Mapping::LanHttp);
-    let udp = match node.net.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))) {
+    let udp = match node
+        .net
+        .udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    {
         Ok(udp) => Some(udp),
         Err(error) => {
             log::error!("portmap: cannot open a UDP socket: {error}; port mapping is off");
@@ -283,7 +286,9 @@ pub async fn portmap_task<N: Net + 'static, C: Clock + 'static>(
         }
     }
     publish(&node, mapping, &mapper, &mut logged);
-    node.portmap.running.set(node.portmap.running.get().saturating_sub(1));
+    node.portmap
+        .running
+        .set(node.portmap.running.get().saturating_sub(1));
 }
 
 /// Keeps (or forgets) the PCP record in the state store.

@@ -311,7 +311,8 @@ impl Mapper {
         match self.phase {
             Phase::Wait { at } => Some(at),
             Phase::Search => {
-                let round = (self.search_round < SEARCH_ROUNDS).then_some(self.search_next_round_ms);
+                let round =
+                    (self.search_round < SEARCH_ROUNDS).then_some(self.search_next_round_ms);
                 Some(round.map_or(self.search_deadline_ms, |r| r.min(self.search_deadline_ms)))
             }
             Phase::Udp { retry_at, .. } => Some(retry_at),
@@ -709,7 +710,12 @@ impl Mapper {
                 format_args!("UPnP: no Internet gateway device answered the search"),
             );
         } else {
-            self.fail(now_ms, State::NoGateway, None, format_args!("UPnP: {problem}"));
+            self.fail(
+                now_ms,
+                State::NoGateway,
+                None,
+                format_args!("UPnP: {problem}"),
+            );
         }
     }
 
@@ -954,12 +960,20 @@ impl Mapper {
                 } else {
                     self.report.maps += 1;
                 }
-                self.mapped(now_ms, used, SocketAddrV4::new(external, port), self.lease_s);
+                self.mapped(
+                    now_ms,
+                    used,
+                    SocketAddrV4::new(external, port),
+                    self.lease_s,
+                );
             }
             Ok(Reply::Fault { code }) => self.on_add_fault(now_ms, step, code),
-            Ok(_) | Err(Problem::Soap(_)) => {
-                self.add_failed(now_ms, step, None, format_args!("unreadable answer to AddPortMapping"))
-            }
+            Ok(_) | Err(Problem::Soap(_)) => self.add_failed(
+                now_ms,
+                step,
+                None,
+                format_args!("unreadable answer to AddPortMapping"),
+            ),
             Err(problem) => {
                 if step == HttpStep::Renew {
                     self.refresh_failed(
@@ -967,7 +981,12 @@ impl Mapper {
                         format_args!("the router stopped answering UPnP: {problem}"),
                     );
                 } else {
-                    self.add_failed(now_ms, step, None, format_args!("AddPortMapping: {problem}"));
+                    self.add_failed(
+                        now_ms,
+                        step,
+                        None,
+                        format_args!("AddPortMapping: {problem}"),
+                    );
                 }
             }
         }
@@ -1059,7 +1078,11 @@ impl Mapper {
     }
 
     fn write_natpmp_map(&mut self, lifetime_s: u32) {
-        let external = if lifetime_s == 0 { 0 } else { self.external_port };
+        let external = if lifetime_s == 0 {
+            0
+        } else {
+            self.external_port
+        };
         self.tx_len = natpmp::write_map_request(
             &mut self.tx,
             MapProtocol::Tcp,
@@ -1127,9 +1150,9 @@ impl Mapper {
     /// Notes the server's epoch; true if it went backwards (a restart that
     /// lost our mapping, RFC 6887 §8.5 / RFC 6886 §3.6).
     fn epoch_restarted(&mut self, now_ms: u64, epoch_s: u32) -> bool {
-        let restarted = self.epoch.is_some_and(|(previous, at)| {
-            !pcp::epoch_is_consistent(previous, at, epoch_s, now_ms)
-        });
+        let restarted = self
+            .epoch
+            .is_some_and(|(previous, at)| !pcp::epoch_is_consistent(previous, at, epoch_s, now_ms));
         self.epoch = Some((epoch_s, now_ms));
         restarted
     }
