@@ -49,7 +49,8 @@ pub const PEER_PORT: u16 = 7144;
 /// miniupnpd's HTTP port (description and SOAP control).
 pub const IGD_HTTP_PORT: u16 = 5000;
 /// The three chains miniupnpd fills.
-pub const MINIUPNPD_CHAINS: [&str; 3] = ["prerouting_miniupnpd", "miniupnpd", "postrouting_miniupnpd"];
+pub const MINIUPNPD_CHAINS: [&str; 3] =
+    ["prerouting_miniupnpd", "miniupnpd", "postrouting_miniupnpd"];
 /// How long miniupnpd and the fake IGD may live at most (they are stopped
 /// much earlier by the guards; this bounds them if the test process dies).
 const ROUTER_TTL_S: u32 = 180;
@@ -262,21 +263,46 @@ impl Testbed {
         let inet = self.ns(Node::Inet);
         self.ip(
             Node::Router,
-            &["link", "add", "wan0", "type", "veth", "peer", "name", "inet0", "netns", &inet],
+            &[
+                "link", "add", "wan0", "type", "veth", "peer", "name", "inet0", "netns", &inet,
+            ],
         );
-        self.ip(Node::Inet, &["addr", "add", &format!("{wan}.1/24"), "dev", "inet0"]);
+        self.ip(
+            Node::Inet,
+            &["addr", "add", &format!("{wan}.1/24"), "dev", "inet0"],
+        );
         self.ip(Node::Inet, &["link", "set", "inet0", "up"]);
-        self.ip(Node::Router, &["addr", "add", &format!("{wan}.2/24"), "dev", "wan0"]);
+        self.ip(
+            Node::Router,
+            &["addr", "add", &format!("{wan}.2/24"), "dev", "wan0"],
+        );
         self.ip(Node::Router, &["link", "set", "wan0", "up"]);
-        self.ip(Node::Router, &["route", "add", "default", "via", &format!("{wan}.1")]);
+        self.ip(
+            Node::Router,
+            &["route", "add", "default", "via", &format!("{wan}.1")],
+        );
         // No IGMP snooping: SSDP multicast must reach every port.
         self.ip(
             Node::Router,
-            &["link", "add", "br-lan", "type", "bridge", "mcast_snooping", "0"],
+            &[
+                "link",
+                "add",
+                "br-lan",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
         );
         self.ip(
             Node::Router,
-            &["addr", "add", &format!("{LAN_PREFIX}.1/24"), "dev", "br-lan"],
+            &[
+                "addr",
+                "add",
+                &format!("{LAN_PREFIX}.1/24"),
+                "dev",
+                "br-lan",
+            ],
         );
         self.ip(Node::Router, &["link", "set", "br-lan", "up"]);
         for (node, host) in [(Node::Client, 10), (Node::Tv, 20)] {
@@ -284,12 +310,23 @@ impl Testbed {
             let peer_ns = self.ns(node);
             self.ip(
                 Node::Router,
-                &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &peer_ns],
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &peer_ns,
+                ],
             );
-            self.ip(Node::Router, &["link", "set", &port, "master", "br-lan", "up"]);
+            self.ip(
+                Node::Router,
+                &["link", "set", &port, "master", "br-lan", "up"],
+            );
             self.ip(
                 node,
-                &["addr", "add", &format!("{LAN_PREFIX}.{host}/24"), "dev", "eth0"],
+                &[
+                    "addr",
+                    "add",
+                    &format!("{LAN_PREFIX}.{host}/24"),
+                    "dev",
+                    "eth0",
+                ],
             );
             self.ip(node, &["link", "set", "eth0", "up"]);
             self.ip(
@@ -333,7 +370,11 @@ impl Testbed {
 }
 "#;
         let rtr = self.ns(Node::Router);
-        run_ok("ip", &["netns", "exec", &rtr, "nft", "-f", "-"], Some(ruleset));
+        run_ok(
+            "ip",
+            &["netns", "exec", &rtr, "nft", "-f", "-"],
+            Some(ruleset),
+        );
     }
 
     fn write_config(&self) {
@@ -399,7 +440,9 @@ impl Testbed {
             "HTTP listening on port"
         };
         let ready = crate::wait_for(Duration::from_secs(10), || {
-            self.router_log()[log_before..].contains(needle).then_some(())
+            self.router_log()[log_before..]
+                .contains(needle)
+                .then_some(())
         });
         if ready.is_none() {
             panic!(
@@ -445,7 +488,9 @@ impl Testbed {
         for chain in MINIUPNPD_CHAINS {
             run_ok(
                 "ip",
-                &["netns", "exec", &rtr, "nft", "flush", "chain", "inet", "filter", chain],
+                &[
+                    "netns", "exec", &rtr, "nft", "flush", "chain", "inet", "filter", chain,
+                ],
                 None,
             );
         }
@@ -498,7 +543,10 @@ impl Testbed {
 
     /// miniupnpd's root description URL.
     pub fn desc_url(&self) -> String {
-        format!("http://{}:{IGD_HTTP_PORT}/rootDesc.xml", self.router_lan_ip())
+        format!(
+            "http://{}:{IGD_HTTP_PORT}/rootDesc.xml",
+            self.router_lan_ip()
+        )
     }
 
     fn ip(&self, node: Node, args: &[&str]) -> String {
@@ -562,8 +610,19 @@ impl Testbed {
         let out = self.exec(
             Node::Tv,
             &[
-                "timeout", "10", "upnpc", "-u", &url, "-e", "tv-mapping", "-a", &tv, &i, &e,
-                "TCP", &l,
+                "timeout",
+                "10",
+                "upnpc",
+                "-u",
+                &url,
+                "-e",
+                "tv-mapping",
+                "-a",
+                &tv,
+                &i,
+                &e,
+                "TCP",
+                &l,
             ],
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
@@ -642,11 +701,25 @@ impl Testbed {
     }
 
     /// Options to run ringcast in the client namespace with its LAN HTTP
-    /// listener on `0.0.0.0:LAN_HTTP_PORT`, followed by `args`.
+    /// listener on `0.0.0.0:LAN_HTTP_PORT`, followed by `args`. Unless
+    /// `args` say otherwise, the peer port is [`PEER_PORT`] and the methods
+    /// are the documented default `upnp,pcp,natpmp`, both passed explicitly:
+    /// the [`Daemon`] guard turns mapping off and the peer port to 0 for
+    /// daemons that do not name them.
     pub fn daemon_options<S: AsRef<str>>(&self, args: &[S]) -> DaemonOptions {
-        let listen = format!("0.0.0.0:{LAN_HTTP_PORT}");
-        let mut all = vec!["--listen".to_string(), listen];
-        all.extend(args.iter().map(|a| a.as_ref().to_string()));
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        let names = |option: &str| {
+            args.iter()
+                .any(|a| a == option || a.starts_with(&format!("{option}=")))
+        };
+        let mut all = vec!["--listen".to_string(), format!("0.0.0.0:{LAN_HTTP_PORT}")];
+        if !names("--peer-port") {
+            all.extend(["--peer-port".to_string(), PEER_PORT.to_string()]);
+        }
+        if !names("--portmap") {
+            all.extend(["--portmap".to_string(), "upnp,pcp,natpmp".to_string()]);
+        }
+        all.extend(args);
         DaemonOptions::new(&all).netns(&self.ns(Node::Client))
     }
 
@@ -685,7 +758,10 @@ impl Testbed {
             log: out_path,
         };
         if crate::wait_for(Duration::from_secs(10), || {
-            fake.events().iter().any(|l| l.starts_with("ready")).then_some(())
+            fake.events()
+                .iter()
+                .any(|l| l.starts_with("ready"))
+                .then_some(())
         })
         .is_none()
         {
