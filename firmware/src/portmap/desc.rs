@@ -421,7 +421,10 @@ pub(crate) mod tests {
         let description = parse_description(FRITZ_STYLE.as_bytes(), &at).unwrap();
         let services = &description.services;
         assert_eq!(services.len(), 2);
-        assert_eq!((services[0].kind, services[0].version), (ServiceKind::WanIp, 1));
+        assert_eq!(
+            (services[0].kind, services[0].version),
+            (ServiceKind::WanIp, 1)
+        );
         assert_eq!(
             control(&services[0]),
             "192.168.178.1:49000/igdupnp/control/WANIPConn1?a=1&b=2"
@@ -431,22 +434,32 @@ pub(crate) mod tests {
             services[1].service_type.as_str(),
             "urn:schemas-upnp-org:service:WANPPPConnection:1"
         );
-        assert_eq!(control(&services[1]), "192.168.178.1:49000/igdupnp/control/WANPPPConn1");
+        assert_eq!(
+            control(&services[1]),
+            "192.168.178.1:49000/igdupnp/control/WANPPPConn1"
+        );
     }
 
     #[test]
     fn url_base_wins_over_location_and_relative_urls_use_its_directory() {
-        let xml = "<root><URLBase>http://10.0.0.1:2869/upnp/</URLBase><device><serviceList><service>\
+        let xml =
+            "<root><URLBase>http://10.0.0.1:2869/upnp/</URLBase><device><serviceList><service>\
             <serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
             <controlURL>control/wanip</controlURL></service></serviceList></device></root>";
         let at = location("http://10.0.0.1:80/desc/root.xml");
         let description = parse_description(xml.as_bytes(), &at).unwrap();
-        assert_eq!(control(&description.services[0]), "10.0.0.1:2869/upnp/control/wanip");
+        assert_eq!(
+            control(&description.services[0]),
+            "10.0.0.1:2869/upnp/control/wanip"
+        );
 
         // A URLBase naming a host is no help: fall back to the location.
         let xml = xml.replace("http://10.0.0.1:2869/upnp/", "http://router.lan/");
         let description = parse_description(xml.as_bytes(), &at).unwrap();
-        assert_eq!(control(&description.services[0]), "10.0.0.1:80/desc/control/wanip");
+        assert_eq!(
+            control(&description.services[0]),
+            "10.0.0.1:80/desc/control/wanip"
+        );
     }
 
     #[test]
@@ -471,8 +484,11 @@ pub(crate) mod tests {
         xml += "</serviceList></device></root>";
         let at = location("http://10.0.0.1:5000/d.xml");
         let description = parse_description(xml.as_bytes(), &at).unwrap();
-        let paths: std::vec::Vec<&str> =
-            description.services.iter().map(|s| s.control.path.as_str()).collect();
+        let paths: std::vec::Vec<&str> = description
+            .services
+            .iter()
+            .map(|s| s.control.path.as_str())
+            .collect();
         assert_eq!(paths, ["/ip1", "/ip2", "/ip3", "/ip4"]);
         assert_eq!(description.services[0].version, 2);
     }

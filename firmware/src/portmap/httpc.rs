@@ -169,7 +169,9 @@ fn has_scheme(reference: &str) -> bool {
     };
     let scheme = &reference[..colon];
     let mut bytes = scheme.bytes();
-    bytes.next().is_some_and(|first| first.is_ascii_alphabetic())
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
         && bytes.all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.'))
 }
 
@@ -389,7 +391,10 @@ mod tests {
     #[test]
     fn parses_http_urls() {
         let cases = [
-            ("http://192.168.1.1:5000/rootDesc.xml", "192.168.1.1:5000/rootDesc.xml"),
+            (
+                "http://192.168.1.1:5000/rootDesc.xml",
+                "192.168.1.1:5000/rootDesc.xml",
+            ),
             ("HTTP://10.0.0.138", "10.0.0.138:80/"),
             ("http://10.0.0.138:/x?y=1#frag", "10.0.0.138:80/x?y=1"),
             ("http://192.168.178.1:49000?q", "192.168.178.1:49000/?q"),
@@ -438,7 +443,10 @@ mod tests {
             ("", "192.168.1.1:5000/dev/sub/rootDesc.xml?x=1"),
             ("#only", "192.168.1.1:5000/dev/sub/rootDesc.xml?x=1"),
             ("?y=2", "192.168.1.1:5000/dev/sub/rootDesc.xml?y=2"),
-            ("http://192.168.1.254:49000/upnp/control/WANIPConn1", "192.168.1.254:49000/upnp/control/WANIPConn1"),
+            (
+                "http://192.168.1.254:49000/upnp/control/WANIPConn1",
+                "192.168.1.254:49000/upnp/control/WANIPConn1",
+            ),
             ("//10.0.0.1:1900/a", "10.0.0.1:1900/a"),
             (" /padded \n", "192.168.1.1:5000/padded"),
             ("..", "192.168.1.1:5000/dev/"),
@@ -447,7 +455,12 @@ mod tests {
             let resolved = resolve(&base, reference).unwrap();
             assert_eq!(show(&resolved), expected, "{reference}");
         }
-        for bad in ["http://router.lan/ctl", "https://1.2.3.4/", "urn:x:y", "/a b"] {
+        for bad in [
+            "http://router.lan/ctl",
+            "https://1.2.3.4/",
+            "urn:x:y",
+            "/a b",
+        ] {
             assert_eq!(resolve(&base, bad), None, "{bad}");
         }
         let root = url("http://10.0.0.1");
@@ -477,7 +490,11 @@ mod tests {
 
     /// Feeds `response` in pieces of `step` bytes like the driver does;
     /// returns the final result and the body bytes.
-    fn drive(response: &[u8], step: usize, capacity: usize) -> (Result<Parsed, HttpcError>, Vec<u8>) {
+    fn drive(
+        response: &[u8],
+        step: usize,
+        capacity: usize,
+    ) -> (Result<Parsed, HttpcError>, Vec<u8>) {
         let mut buf = std::vec![0u8; capacity];
         let mut filled = 0;
         loop {
@@ -504,7 +521,10 @@ mod tests {
         response.extend_from_slice(b"<root/>\r\n   trailing junk");
         for step in [1, 7, 64, 4096] {
             let (result, body) = drive(&response, step, 1024);
-            assert!(matches!(result, Ok(Parsed::Complete { status: 200, .. })), "{step}");
+            assert!(
+                matches!(result, Ok(Parsed::Complete { status: 200, .. })),
+                "{step}"
+            );
             assert_eq!(body, b"<root/>\r\n   ", "{step}");
         }
         let cut = &response[..MINIUPNPD_HEAD.len() + 5];
@@ -531,7 +551,8 @@ mod tests {
 
     #[test]
     fn body_until_eof_and_status_codes() {
-        let response = b"HTTP/1.0 500 Internal Server Error\r\nContent-Type: text/xml\r\n\r\n<s:Envelope/>";
+        let response =
+            b"HTTP/1.0 500 Internal Server Error\r\nContent-Type: text/xml\r\n\r\n<s:Envelope/>";
         let (result, body) = drive(response, 10, 512);
         assert!(matches!(result, Ok(Parsed::Complete { status: 500, .. })));
         assert_eq!(body, b"<s:Envelope/>");
@@ -541,17 +562,26 @@ mod tests {
         let mut buf = [0u8; 64];
         let head = b"HTTP/1.1 200 OK\r\n\r\nabc";
         buf[..head.len()].copy_from_slice(head);
-        assert_eq!(parse_response(&mut buf, head.len(), false), Ok(Parsed::Incomplete));
+        assert_eq!(
+            parse_response(&mut buf, head.len(), false),
+            Ok(Parsed::Incomplete)
+        );
         assert_eq!(drive(&[b'x'; 64], 64, 64).0, Err(HttpcError::Malformed));
     }
 
     #[test]
     fn refuses_bad_heads() {
         let cases: [(&[u8], HttpcError); 5] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", HttpcError::Malformed),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                HttpcError::Malformed,
+            ),
             (b"ICY 200 OK\r\n\r\n", HttpcError::Malformed),
             (b"HTTP/1.1 100 Continue\r\n\r\n", HttpcError::Malformed),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n", HttpcError::TooLarge),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n",
+                HttpcError::TooLarge,
+            ),
             (b"HTTP/1.1 200 OK\r\nContent-", HttpcError::Truncated),
         ];
         for (response, error) in cases {
@@ -559,7 +589,10 @@ mod tests {
         }
         let mut long = Vec::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
         long.resize(HEAD_BYTES_MAX + 10, b'a');
-        assert_eq!(drive(&long, 4096, RESPONSE_BYTES_MAX).0, Err(HttpcError::TooLarge));
+        assert_eq!(
+            drive(&long, 4096, RESPONSE_BYTES_MAX).0,
+            Err(HttpcError::TooLarge)
+        );
         assert_eq!(drive(b"", 1, 64).0, Err(HttpcError::Truncated));
     }
 }

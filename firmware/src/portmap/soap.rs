@@ -254,7 +254,9 @@ pub enum Reply {
     },
     Deleted,
     /// A UPnP error; see [`error_meaning`].
-    Fault { code: u16 },
+    Fault {
+        code: u16,
+    },
 }
 
 /// Why a reply could not be read.
@@ -273,7 +275,9 @@ pub enum SoapError {
 impl fmt::Display for SoapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SoapError::Status(status) => write!(f, "IGD answered HTTP {status} without a UPnP error"),
+            SoapError::Status(status) => {
+                write!(f, "IGD answered HTTP {status} without a UPnP error")
+            }
             SoapError::Malformed => f.write_str("malformed SOAP response"),
             SoapError::MissingArgument(name) => write!(f, "SOAP response lacks {name}"),
             SoapError::BadArgument(name) => write!(f, "SOAP response has a bad {name}"),
@@ -311,7 +315,9 @@ type Value = String<VALUE_BYTES_MAX>;
 pub fn parse_response(action: &Action<'_>, status: u16, body: &[u8]) -> Result<Reply, SoapError> {
     let values = Values::scan(body, action.name());
     if let Some(code) = values.get(Argument::ErrorCode) {
-        let code = code.parse().map_err(|_| SoapError::BadArgument("errorCode"))?;
+        let code = code
+            .parse()
+            .map_err(|_| SoapError::BadArgument("errorCode"))?;
         return Ok(Reply::Fault { code });
     }
     if status != 200 {
@@ -348,7 +354,12 @@ impl Values {
         };
         let mut scanner = Scanner::new(body);
         while let Some(event) = scanner.next() {
-            walk.handle(event, scanner.last_text_is_cdata(), action_name, &mut values);
+            walk.handle(
+                event,
+                scanner.last_text_is_cdata(),
+                action_name,
+                &mut values,
+            );
         }
         values
     }
@@ -681,7 +692,11 @@ mod tests {
         ];
         for (action, inner, reply) in cases {
             let body = miniupnpd(&inner);
-            assert_eq!(parse_response(&action, 200, body.as_bytes()), Ok(reply), "{inner}");
+            assert_eq!(
+                parse_response(&action, 200, body.as_bytes()),
+                Ok(reply),
+                "{inner}"
+            );
         }
     }
 
@@ -724,32 +739,48 @@ mod tests {
 
         let empty_ip = body
             .replace("GetStatusInfoResponse", "GetExternalIPAddressResponse")
-            .replace("<NewConnectionStatus> Disconnected </NewConnectionStatus>", "<NewExternalIPAddress/>");
+            .replace(
+                "<NewConnectionStatus> Disconnected </NewConnectionStatus>",
+                "<NewExternalIPAddress/>",
+            );
         let reply = parse_response(&Action::GetExternalIPAddress, 200, empty_ip.as_bytes());
         assert_eq!(reply, Ok(Reply::ExternalIp(None)));
 
         let cdata_ip = miniupnpd("<m:GetExternalIPAddressResponse><NewExternalIPAddress><![CDATA[ 100.64.1.2 ]]></NewExternalIPAddress></m:GetExternalIPAddressResponse>");
         let reply = parse_response(&Action::GetExternalIPAddress, 200, cdata_ip.as_bytes());
-        assert_eq!(reply, Ok(Reply::ExternalIp(Some(Ipv4Addr::new(100, 64, 1, 2)))));
+        assert_eq!(
+            reply,
+            Ok(Reply::ExternalIp(Some(Ipv4Addr::new(100, 64, 1, 2))))
+        );
     }
 
     #[test]
     fn reply_errors() {
-        let key = Action::DeletePortMapping { external_port: 1, protocol: Protocol::Tcp };
+        let key = Action::DeletePortMapping {
+            external_port: 1,
+            protocol: Protocol::Tcp,
+        };
         let html = b"<html><body>401 Unauthorized</body></html>";
         assert_eq!(parse_response(&key, 401, html), Err(SoapError::Status(401)));
         assert_eq!(parse_response(&key, 200, html), Err(SoapError::Malformed));
         assert_eq!(parse_response(&key, 200, b""), Err(SoapError::Malformed));
         let other = miniupnpd("<u:AddPortMappingResponse/>");
-        assert_eq!(parse_response(&key, 200, other.as_bytes()), Err(SoapError::Malformed));
+        assert_eq!(
+            parse_response(&key, 200, other.as_bytes()),
+            Err(SoapError::Malformed)
+        );
 
-        let no_status = miniupnpd("<u:GetStatusInfoResponse><NewUptime>1</NewUptime></u:GetStatusInfoResponse>");
+        let no_status = miniupnpd(
+            "<u:GetStatusInfoResponse><NewUptime>1</NewUptime></u:GetStatusInfoResponse>",
+        );
         assert_eq!(
             parse_response(&Action::GetStatusInfo, 200, no_status.as_bytes()),
             Err(SoapError::MissingArgument("NewConnectionStatus"))
         );
         // An argument outside the response element does not count.
-        let outside = miniupnpd("<NewConnectionStatus>Connected</NewConnectionStatus><u:GetStatusInfoResponse/>");
+        let outside = miniupnpd(
+            "<NewConnectionStatus>Connected</NewConnectionStatus><u:GetStatusInfoResponse/>",
+        );
         assert_eq!(
             parse_response(&Action::GetStatusInfo, 200, outside.as_bytes()),
             Err(SoapError::MissingArgument("NewConnectionStatus"))
@@ -767,7 +798,10 @@ mod tests {
             parse_response(&any, 200, zero.as_bytes()),
             Err(SoapError::BadArgument("NewReservedPort"))
         );
-        let entry = Action::GetSpecificPortMappingEntry { external_port: 1, protocol: Protocol::Udp };
+        let entry = Action::GetSpecificPortMappingEntry {
+            external_port: 1,
+            protocol: Protocol::Udp,
+        };
         let lease = miniupnpd("<u:GetSpecificPortMappingEntryResponse><NewInternalPort>5</NewInternalPort><NewEnabled>0</NewEnabled><NewInternalClient>host</NewInternalClient><NewLeaseDuration>-1</NewLeaseDuration></u:GetSpecificPortMappingEntryResponse>");
         assert_eq!(
             parse_response(&entry, 200, lease.as_bytes()),
@@ -776,7 +810,12 @@ mod tests {
         let fine = lease.replace("-1", "");
         assert_eq!(
             parse_response(&entry, 200, fine.as_bytes()),
-            Ok(Reply::Entry { internal_client: None, internal_port: 5, enabled: false, lease_s: 0 })
+            Ok(Reply::Entry {
+                internal_client: None,
+                internal_port: 5,
+                enabled: false,
+                lease_s: 0
+            })
         );
     }
 
@@ -784,7 +823,9 @@ mod tests {
     fn error_meanings() {
         assert_eq!(error_meaning(714), "no such port mapping");
         assert_eq!(error_meaning(12345), "unknown UPnP error");
-        for code in [401, 402, 501, 606, 713, 714, 715, 716, 718, 724, 725, 726, 727, 728, 729] {
+        for code in [
+            401, 402, 501, 606, 713, 714, 715, 716, 718, 724, 725, 726, 727, 728, 729,
+        ] {
             assert_ne!(error_meaning(code), "unknown UPnP error", "{code}");
         }
         assert_eq!(

@@ -240,7 +240,10 @@ pub fn trim(text: &[u8]) -> &[u8] {
     let Some(start) = start else {
         return &[];
     };
-    let end = text.iter().rposition(|&byte| !is_space(byte)).unwrap_or(start);
+    let end = text
+        .iter()
+        .rposition(|&byte| !is_space(byte))
+        .unwrap_or(start);
     &text[start..=end]
 }
 
@@ -259,10 +262,17 @@ pub fn unescape(text: &[u8], out: &mut [u8]) -> Option<usize> {
         };
         copy(&rest[..amp], out, &mut written)?;
         let entity = &rest[amp + 1..];
-        let end = entity.iter().take(ENTITY_BYTES_MAX + 1).position(|&b| b == b';')?;
+        let end = entity
+            .iter()
+            .take(ENTITY_BYTES_MAX + 1)
+            .position(|&b| b == b';')?;
         let character = entity_char(&entity[..end])?;
         let mut utf8 = [0u8; 4];
-        copy(character.encode_utf8(&mut utf8).as_bytes(), out, &mut written)?;
+        copy(
+            character.encode_utf8(&mut utf8).as_bytes(),
+            out,
+            &mut written,
+        )?;
         read += amp + 1 + end + 1;
     }
     Some(written)
@@ -343,11 +353,7 @@ impl<const N: usize> TextBuffer<N> {
             return;
         }
         let spare = &mut self.bytes[self.length..];
-        let written = if cdata {
-            None
-        } else {
-            unescape(raw, spare)
-        };
+        let written = if cdata { None } else { unescape(raw, spare) };
         let written = match written {
             Some(written) => written,
             None if raw.len() <= spare.len() => {
@@ -487,7 +493,14 @@ mod tests {
         let length = unescape(text, &mut out).unwrap();
         assert_eq!(&out[..length], "a<b>&\"'AB\u{e9}".as_bytes());
         assert_eq!(unescape(b"plain", &mut out), Some(5));
-        for bad in [&b"&bogus;"[..], b"&amp", b"&#;", b"&#0;", b"&#xD800;", b"&#99999999999;"] {
+        for bad in [
+            &b"&bogus;"[..],
+            b"&amp",
+            b"&#;",
+            b"&#0;",
+            b"&#xD800;",
+            b"&#99999999999;",
+        ] {
             assert_eq!(unescape(bad, &mut out), None, "{bad:?}");
         }
         let mut small = [0u8; 3];

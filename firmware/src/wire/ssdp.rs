@@ -353,7 +353,9 @@ CONFIGID.UPNP.ORG: 1337\r\n\
         let notify = parse_notify(MINIUPNPD_NOTIFY).unwrap();
         assert_eq!(notify.nt, "urn:schemas-upnp-org:service:WANIPConnection:2");
         assert_eq!(notify.nts, "ssdp:alive");
-        assert!(notify.usn.ends_with("::urn:schemas-upnp-org:service:WANIPConnection:2"));
+        assert!(notify
+            .usn
+            .ends_with("::urn:schemas-upnp-org:service:WANIPConnection:2"));
         assert_eq!(
             notify.location,
             Some("http://192.168.77.1:5000/rootDesc.xml")
