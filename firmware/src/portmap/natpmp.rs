@@ -22,6 +22,12 @@
 //! 1), which `pcp::parse_response` reports. [`is_version_mismatch`] folds
 //! the first case into one test.
 //!
+//! miniupnpd 2.3.1 (observed in the netns test bed) grants NAT-PMP
+//! lifetimes as asked (60 s and 100000 s alike: its 120..=86400 s clamp is
+//! PCP-only), answers a deletion of nothing with success, lets a NAT-PMP
+//! request take over a PCP mapping of the same internal port, and drops a
+//! 2-byte request of version 1 without an answer.
+//!
 //! Server restarts are detected from the SSSoE with the same rule as PCP's
 //! epoch: see [`super::pcp::epoch_is_consistent`].
 

@@ -22,6 +22,17 @@
 //! "Unsupported Version" answer; [`parse_response`] reports it as
 //! [`PcpError::UnsupportedVersion`] with `server_version` 0, the cue to fall
 //! back to [`super::natpmp`].
+//!
+//! What miniupnpd 2.3.1 does (observed in the netns test bed): it clamps
+//! lifetimes to its `min_lifetime..=max_lifetime` (120..=86400 s) and
+//! reports the granted value; a MAP from the same client and internal port
+//! with a new nonce succeeds and takes the mapping over; deleting with a
+//! nonce that owns nothing gives NOT_AUTHORIZED, deleting a mapping that is
+//! gone gives NO_RESOURCES (lifetime 30 s), so treat that as done; a
+//! deletion answer echoes the request's suggested port, not the mapped
+//! one; PREFER_FAILURE is echoed but ignored (another port is mapped);
+//! error answers carry lifetime 0 except NO_RESOURCES; a request outside
+//! its permission rules is refused (NOT_AUTHORIZED) only after about 20 s.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -101,6 +112,10 @@ pub const RETRY_INITIAL_MS: u64 = 3_000;
 /// Largest retransmission timeout, RFC 6887 §8.1.1 (MRT).
 pub const RETRY_MAX_MS: u64 = 1_024_000;
 
+/// Doublings after which [`RETRY_INITIAL_MS`] has passed [`RETRY_MAX_MS`]
+/// (3 s << 9 = 1536 s).
+const RETRY_DOUBLINGS_MAX: u32 = 9;
+
 /// Largest jitter of a retransmission timeout, in thousandths (RAND is
 /// ±0.1).
 pub const RETRY_JITTER_PERMILLE_MAX: i16 = 100;
@@ -164,17 +179,12 @@ impl MapRequest {
     }
 
     /// Bytes [`write_map`] writes for this request.
-    pub const fn len(&self) -> usize {
+    pub const fn encoded_len(&self) -> usize {
         if self.prefer_failure {
             MAP_REQUEST_PREFER_FAILURE_BYTES
         } else {
             MAP_REQUEST_BYTES
         }
-    }
-
-    /// Never: a request has a header.
-    pub const fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -350,10 +360,10 @@ impl fmt::Display for PcpError {
 }
 
 /// Writes a MAP request (header, MAP body, and PREFER_FAILURE when asked);
-/// returns its length ([`MapRequest::len`]), or `None` (nothing written) if
+/// returns its length ([`MapRequest::encoded_len`]), or `None` (nothing written) if
 /// `out` is too short.
 pub fn write_map(out: &mut [u8], request: &MapRequest) -> Option<usize> {
-    let message = out.get_mut(..request.len())?;
+    let message = out.get_mut(..request.encoded_len())?;
     let (header, rest) = message.split_at_mut(HEADER_BYTES);
     write_request_header(header, OPCODE_MAP, request.lifetime_s, request.client);
     let (body, options) = rest.split_at_mut(MAP_BODY_BYTES);
@@ -457,8 +467,8 @@ pub fn epoch_is_consistent(
 /// random value in ±[`RETRY_JITTER_PERMILLE_MAX`] (clamped). PCP never
 /// gives up by itself; the caller decides when to stop.
 pub const fn retry_delay_ms(attempt: u32, jitter_permille: i16) -> u64 {
-    let base = if attempt >= 9 {
-        RETRY_MAX_MS // 3 s << 9 is past the 1024 s cap already
+    let base = if attempt >= RETRY_DOUBLINGS_MAX {
+        RETRY_MAX_MS
     } else {
         let doubled = RETRY_INITIAL_MS << attempt;
         if doubled < RETRY_MAX_MS {
@@ -697,7 +707,7 @@ mod tests {
         assert_eq!(write_map(&mut out, &request()), Some(MAP_REQUEST_BYTES));
         assert_eq!(out[..60], MAP_REQUEST);
         assert_eq!(out[60], 0xEE);
-        assert_eq!(request().len(), 60);
+        assert_eq!(request().encoded_len(), 60);
     }
 
     #[test]
