@@ -91,7 +91,7 @@ fn assert_lan_http_not_reachable(tb: &Testbed) {
 /// The shared part of the two UPnP tests: maps within 2 s, upnpc sees it,
 /// the banner comes through, nothing else does; returns the portmap status.
 fn upnp_maps_peer_port(tb: &Testbed, method: &str) -> (Daemon, serde_json::Value) {
-    let daemon = tb.start_daemon(&["--portmap", "upnp,pcp,natpmp", "--portmap-check", "3"]);
+    let daemon = tb.start_daemon(&["--portmap", "upnp,pcp,natpmp", "--portmap-check", "2"]);
     let p = wait_mapped(tb, &daemon, MAP_WITHIN);
     println!("portmap: {p}");
     assert_eq!(p["method"].as_str(), Some(method), "{p}");
@@ -140,6 +140,29 @@ fn upnp_maps_peer_port(tb: &Testbed, method: &str) -> (Daemon, serde_json::Value
         show(&got)
     );
     assert_lan_http_not_reachable(tb);
+
+    // A re-check (every 2 s) finds the mapping in place: counted, and
+    // nothing is re-added or renewed for it.
+    let p = match wait_portmap(&daemon, Duration::from_secs(5), |p| {
+        p["checks"].as_u64().is_some_and(|c| c >= 1)
+    }) {
+        Ok(p) => p,
+        Err(last) => panic!("no re-check counted within 5 s (--portmap-check 2): {last}"),
+    };
+    assert!(is_state(&p, "mapped"), "{p}");
+    assert_eq!(json_u64(&p, "/maps"), 1, "{p}");
+    assert_eq!(
+        json_u64(&p, "/remaps"),
+        0,
+        "a healthy mapping was re-added: {p}"
+    );
+    assert_eq!(
+        tb.upnpc_list()
+            .iter()
+            .filter(|m| m.internal == internal)
+            .count(),
+        1
+    );
     (daemon, p)
 }
 
