@@ -179,7 +179,7 @@ Config file: see README.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run the relay with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print [`HELP`] and exit.
     Help,
     /// Print [`VERSION`] and exit.
@@ -1701,7 +1701,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
     }
     apply_options(&options, &mut config)?;
     config.demo = config.channels.is_empty();
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// Applies command-line options over `config`.
@@ -1782,7 +1782,7 @@ mod tests {
 
     fn run(list: &[&str]) -> Config {
         match parse_args(args(list)) {
-            Ok(Command::Run(config)) => config,
+            Ok(Command::Run(config)) => *config,
             other => panic!("expected a config from {list:?}, got {other:?}"),
         }
     }

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             println!("ringcast {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(config)) => run(config),
+        Ok(Command::Run(config)) => run(*config),
         Err(error) => {
             eprintln!("ringcast: {error}\nTry 'ringcast --help'.");
             ExitCode::from(2)

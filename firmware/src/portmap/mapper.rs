@@ -194,6 +194,12 @@ pub struct Mapper {
     internal_client: Ipv4Addr,
     /// The IGD's external address.
     igd_external: Ipv4Addr,
+    /// The IGD said its WAN is connected (GetStatusInfo).
+    igd_connected: bool,
+    /// A connected IGD reported no external address: miniupnpd does this
+    /// when its WAN address is private or CGNAT ("port forwarding is
+    /// impossible").
+    igd_no_external: bool,
     add_attempts: u8,
     use_add_any: bool,
     /// What went wrong last during this UPnP attempt (for the report).
@@ -255,6 +261,8 @@ impl Mapper {
             service_index: 0,
             internal_client: Ipv4Addr::UNSPECIFIED,
             igd_external: Ipv4Addr::UNSPECIFIED,
+            igd_connected: false,
+            igd_no_external: false,
             add_attempts: 0,
             use_add_any: false,
             problem: heapless::String::new(),
@@ -524,6 +532,8 @@ impl Mapper {
         }
         if self.report.state == State::Mapped {
             set_detail(&mut self.report.detail, format_args!("mapping removed"));
+        } else {
+            self.report.detail.clear();
         }
         self.clear_mapping();
         self.report.state = State::Disabled;
@@ -622,6 +632,8 @@ impl Mapper {
         self.search_deadline_ms = now_ms.saturating_add(SEARCH_MS);
         self.add_attempts = 0;
         self.use_add_any = false;
+        self.igd_no_external = false;
+        self.igd_external = Ipv4Addr::UNSPECIFIED;
         self.lease_s = self.config.lease_s;
         self.phase = Phase::Search;
         self.on_search_time(now_ms);
@@ -664,7 +676,7 @@ impl Mapper {
             return;
         };
         let own = self.route.is_some_and(|r| r.local == *url.addr.ip());
-        if own || self.locations.iter().any(|known| *known == url) {
+        if own || self.locations.contains(&url) {
             return;
         }
         if self.locations.push(url).is_ok() && self.phase == Phase::Search {
@@ -683,7 +695,8 @@ impl Mapper {
             self.phase = Phase::Http(HttpStep::Describe);
             return;
         }
-        if now_ms < self.search_deadline_ms {
+        // Wait for more answers unless an IGD has already answered.
+        if now_ms < self.search_deadline_ms && self.services.is_empty() {
             self.phase = Phase::Search;
             return;
         }
@@ -696,6 +709,19 @@ impl Mapper {
                 format_args!(
                     "the router's external address {external} is private or CGNAT: \
                      another NAT is in front of it, so peers cannot reach us"
+                ),
+            );
+            return;
+        }
+        if self.igd_no_external {
+            self.fail(
+                now_ms,
+                State::DoubleNat,
+                None,
+                format_args!(
+                    "the router is connected but has no public external address (its WAN \
+                     address is private or CGNAT): another NAT is in front of it, so peers \
+                     cannot reach us"
                 ),
             );
             return;
@@ -737,7 +763,6 @@ impl Mapper {
                         self.services = description.services;
                         self.service_index = 0;
                         self.internal_client = local;
-                        self.igd_external = Ipv4Addr::UNSPECIFIED;
                         self.query_service();
                         return;
                     }
@@ -761,6 +786,7 @@ impl Mapper {
     }
 
     fn query_service(&mut self) {
+        self.igd_connected = false;
         self.soap(Action::GetStatusInfo);
         self.phase = Phase::Http(HttpStep::StatusInfo);
     }
@@ -887,7 +913,12 @@ impl Mapper {
                     self.next_service(now_ms);
                 }
                 // Connected, or the router does not implement it: go on.
-                Ok(_) | Err(Problem::Soap(_)) => {
+                Ok(reply) => {
+                    self.igd_connected = reply == Reply::StatusInfo { connected: true };
+                    self.soap(Action::GetExternalIPAddress);
+                    self.phase = Phase::Http(HttpStep::ExternalIp);
+                }
+                Err(Problem::Soap(_)) => {
                     self.soap(Action::GetExternalIPAddress);
                     self.phase = Phase::Http(HttpStep::ExternalIp);
                 }
@@ -907,6 +938,7 @@ impl Mapper {
                     self.next_service(now_ms);
                 }
                 Ok(_) => {
+                    self.igd_no_external |= self.igd_connected;
                     self.note_problem(format_args!("the router has no external address"));
                     self.next_service(now_ms);
                 }
@@ -1200,16 +1232,25 @@ impl Mapper {
             return;
         };
         if response.result != 0 {
+            // A refusal that still names a private or CGNAT external
+            // address (miniupnpd on such a WAN) is a double NAT.
+            if let IpAddr::V4(external) = map.external_address {
+                if !external.is_unspecified() && !is_public(external) && !renew {
+                    self.nat_double(now_ms, external);
+                    return;
+                }
+            }
             let code = u16::from(response.result);
-            let name = pcp::ResultCode::from_u8(response.result);
+            let name =
+                pcp::ResultCode::from_u8(response.result).map_or("unknown result", |r| r.name());
             if renew {
-                self.refresh_failed(now_ms, format_args!("PCP renewal refused: {name:?}"));
+                self.refresh_failed(now_ms, format_args!("PCP renewal refused: {name}"));
             } else {
                 self.fail(
                     now_ms,
                     State::Refused,
                     Some(code),
-                    format_args!("PCP: the gateway refused the mapping ({name:?})"),
+                    format_args!("PCP: the gateway refused the mapping: result {code} {name}"),
                 );
             }
             return;
@@ -1274,11 +1315,11 @@ impl Mapper {
                 self.write_natpmp_map(self.nat_lease_s());
                 self.send_udp(now_ms, UdpStep::NatPmpMap { renew: false }, 0);
             }
-            Err(natpmp::NatPmpError::Failure(code)) => self.fail(
+            Err(error @ natpmp::NatPmpError::Failure(code)) => self.fail(
                 now_ms,
                 State::Refused,
                 Some(code),
-                format_args!("NAT-PMP: the gateway refused (result {code})"),
+                format_args!("the gateway refused: {error}"),
             ),
             _ => {}
         }
@@ -1304,15 +1345,15 @@ impl Mapper {
                 let external = SocketAddrV4::new(self.nat_external, external_port);
                 self.mapped(now_ms, Used::NatPmp, external, lifetime_s);
             }
-            Err(natpmp::NatPmpError::Failure(code)) => {
+            Err(error @ natpmp::NatPmpError::Failure(code)) => {
                 if renew {
-                    self.refresh_failed(now_ms, format_args!("NAT-PMP renewal refused ({code})"));
+                    self.refresh_failed(now_ms, format_args!("renewal refused: {error}"));
                 } else {
                     self.fail(
                         now_ms,
                         State::Refused,
                         Some(code),
-                        format_args!("NAT-PMP: the gateway refused the mapping (result {code})"),
+                        format_args!("the gateway refused the mapping: {error}"),
                     );
                 }
             }
@@ -1351,5 +1392,540 @@ impl fmt::Display for Problem {
             Problem::Http(failure) => write!(f, "{failure}"),
             Problem::Soap(status) => write!(f, "unreadable SOAP answer (HTTP {status})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mapper against a scripted router: every answer below is what
+    //! miniupnpd 2.3.1 sends in the same situation (see tests/tests/portmap.rs
+    //! for the real thing).
+
+    use super::*;
+
+    const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
+    const WAN: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 2);
+    const CHECK_MS: u64 = 2000;
+
+    fn config(methods: &[Method]) -> Config {
+        let mut list = heapless::Vec::new();
+        for method in methods {
+            list.push(*method).unwrap();
+        }
+        Config {
+            methods: list,
+            internal_port: 7144,
+            external_port: 0,
+            lease_s: 3600,
+            check_interval_ms: CHECK_MS,
+            label: heapless::String::try_from("ringcast peer").unwrap(),
+        }
+    }
+
+    /// What the mapper asked for, owned.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Asked {
+        Route,
+        Udp(SocketAddrV4, Vec<u8>),
+        Http(SocketAddrV4, String),
+        Store(Option<PcpRecord>),
+    }
+
+    fn drain(mapper: &mut Mapper, now: u64) -> Vec<Asked> {
+        let mut asked = Vec::new();
+        while let Some(io) = mapper.poll(now) {
+            asked.push(match io {
+                Io::Route => Asked::Route,
+                Io::Udp { to, bytes, .. } => Asked::Udp(to, bytes.to_vec()),
+                Io::Http { to, request } => {
+                    Asked::Http(to, String::from_utf8_lossy(request).into_owned())
+                }
+                Io::Store(record) => Asked::Store(record),
+            });
+            if asked.len() > 16 {
+                break;
+            }
+        }
+        asked
+    }
+
+    /// Polls until the mapper asks for HTTP, answering a route request.
+    fn next_http(mapper: &mut Mapper, now: u64) -> String {
+        for asked in drain(mapper, now) {
+            if let Asked::Http(_, request) = asked {
+                return request;
+            }
+        }
+        panic!("no HTTP request at {now} ms (phase {:?})", mapper.phase);
+    }
+
+    fn respond(mapper: &mut Mapper, now: u64, status: u16, body: &str) {
+        mapper.handle_http(
+            now,
+            HttpOutcome::Response {
+                status,
+                body: body.as_bytes(),
+                local: LOCAL,
+            },
+        );
+    }
+
+    fn soap_ok(action: &str, fields: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+             <s:Body><u:{action}Response xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:2\">\
+             {fields}</u:{action}Response></s:Body></s:Envelope>"
+        )
+    }
+
+    fn soap_fault(code: u16) -> String {
+        format!(
+            "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+             <s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring>\
+             <detail><UPnPError xmlns=\"urn:schemas-upnp-org:control-1-0\"><errorCode>{code}\
+             </errorCode><errorDescription>x</errorDescription></UPnPError></detail></s:Fault>\
+             </s:Body></s:Envelope>"
+        )
+    }
+
+    fn description(version: u8) -> String {
+        format!(
+            "<?xml version=\"1.0\"?><root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device>\
+             <deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:{version}</deviceType>\
+             <deviceList><device><deviceList><device><serviceList><service>\
+             <serviceType>urn:schemas-upnp-org:service:WANIPConnection:{version}</serviceType>\
+             <serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>\
+             <controlURL>/ctl/IPConn</controlURL><eventSubURL>/evt/IPConn</eventSubURL>\
+             <SCPDURL>/WANIPCn.xml</SCPDURL></service></serviceList></device></deviceList>\
+             </device></deviceList></device></root>"
+        )
+    }
+
+    fn search_answer() -> Vec<u8> {
+        b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n\
+          ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+          USN: uuid:3f1e0c3a-1b2c-4d5e-8f90-0123456789ab::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+          EXT:\r\nSERVER: Debian/12 UPnP/1.1 MiniUPnPd/2.3.1\r\n\
+          LOCATION: http://192.168.77.1:5000/rootDesc.xml\r\n\r\n"
+            .to_vec()
+    }
+
+    fn route() -> Option<Route> {
+        Some(Route {
+            gateway: GATEWAY,
+            local: LOCAL,
+        })
+    }
+
+    /// Starts a UPnP mapper up to the description request.
+    fn upnp_until_description(version: u8) -> Mapper {
+        let mut mapper = Mapper::new(config(&[Method::Upnp, Method::Pcp]), None, 1);
+        assert_eq!(drain(&mut mapper, 0), vec![Asked::Route]);
+        mapper.set_route(0, route());
+        let searches = drain(&mut mapper, 0);
+        assert_eq!(
+            searches.len(),
+            SEARCH_TARGETS.len(),
+            "one M-SEARCH per target"
+        );
+        for (asked, target) in searches.iter().zip(SEARCH_TARGETS) {
+            let Asked::Udp(to, bytes) = asked else {
+                panic!("{asked:?}")
+            };
+            assert_eq!(*to, ssdp::SSDP_GROUP);
+            let text = String::from_utf8_lossy(bytes);
+            assert!(text.starts_with("M-SEARCH * HTTP/1.1\r\n"), "{text}");
+            assert!(text.contains(&format!("ST: {target}\r\n")), "{text}");
+        }
+        mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
+        // The same answer again (another search target) is not fetched twice.
+        mapper.handle_udp(21, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
+        let get = next_http(&mut mapper, 21);
+        assert!(get.starts_with("GET /rootDesc.xml HTTP/1.1\r\n"), "{get}");
+        respond(&mut mapper, 30, 200, &description(version));
+        let status = next_http(&mut mapper, 30);
+        assert!(status.contains("#GetStatusInfo\""), "{status}");
+        respond(
+            &mut mapper,
+            31,
+            200,
+            &soap_ok(
+                "GetStatusInfo",
+                "<NewConnectionStatus>Connected</NewConnectionStatus>\
+                 <NewLastConnectionError>ERROR_NONE</NewLastConnectionError><NewUptime>5</NewUptime>",
+            ),
+        );
+        mapper
+    }
+
+    fn answer_external(mapper: &mut Mapper, now: u64, address: &str) -> String {
+        let request = next_http(mapper, now);
+        assert!(request.contains("#GetExternalIPAddress\""), "{request}");
+        respond(
+            mapper,
+            now,
+            200,
+            &soap_ok(
+                "GetExternalIPAddress",
+                &format!("<NewExternalIPAddress>{address}</NewExternalIPAddress>"),
+            ),
+        );
+        next_http(mapper, now)
+    }
+
+    #[test]
+    fn igd2_maps_checks_remaps_after_router_restart_and_deletes() {
+        let mut mapper = upnp_until_description(2);
+        let add = answer_external(&mut mapper, 32, "11.0.0.2");
+        assert!(add.contains("#AddPortMapping\""), "{add}");
+        assert!(
+            add.contains("<NewInternalClient>192.168.77.10</NewInternalClient>"),
+            "{add}"
+        );
+        assert!(
+            add.contains("<NewLeaseDuration>3600</NewLeaseDuration>"),
+            "{add}"
+        );
+        respond(&mut mapper, 40, 200, &soap_ok("AddPortMapping", ""));
+        let report = mapper.report().clone();
+        assert_eq!(report.state, State::Mapped);
+        assert_eq!(report.method, Some(Used::IgdV2));
+        assert_eq!(report.external, Some(SocketAddrV4::new(WAN, 7144)));
+        assert_eq!(report.internal, Some(SocketAddrV4::new(LOCAL, 7144)));
+        assert!(report.reachable());
+        assert_eq!(mapper.next_deadline(), Some(40 + CHECK_MS));
+        // The check finds it in place.
+        let check = next_http(&mut mapper, 40 + CHECK_MS);
+        assert!(check.contains("#GetSpecificPortMappingEntry\""), "{check}");
+        respond(
+            &mut mapper,
+            40 + CHECK_MS,
+            200,
+            &soap_ok(
+                "GetSpecificPortMappingEntry",
+                "<NewInternalPort>7144</NewInternalPort><NewInternalClient>192.168.77.10\
+                 </NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>x\
+                 </NewPortMappingDescription><NewLeaseDuration>3590</NewLeaseDuration>",
+            ),
+        );
+        assert_eq!(mapper.report().checks, 1);
+        // The router restarted and forgot it: 714, and it is made again.
+        let now = 40 + 2 * CHECK_MS;
+        let _ = next_http(&mut mapper, now);
+        respond(&mut mapper, now, 500, &soap_fault(714));
+        let again = next_http(&mut mapper, now);
+        assert!(again.contains("#AddPortMapping\""), "{again}");
+        respond(&mut mapper, now, 200, &soap_ok("AddPortMapping", ""));
+        assert_eq!(mapper.report().remaps, 1);
+        assert_eq!(mapper.report().state, State::Mapped);
+        // Renewal at half the lease (counted from the last add).
+        let half = now + 1_800_000;
+        let mut renewed = false;
+        let mut now = now;
+        while now <= half + CHECK_MS {
+            now = mapper.next_deadline().unwrap();
+            let request = next_http(&mut mapper, now);
+            if request.contains("#AddPortMapping\"") {
+                respond(&mut mapper, now, 200, &soap_ok("AddPortMapping", ""));
+                renewed = true;
+                break;
+            }
+            respond(
+                &mut mapper,
+                now,
+                200,
+                &soap_ok(
+                    "GetSpecificPortMappingEntry",
+                    "<NewInternalPort>7144</NewInternalPort><NewInternalClient>192.168.77.10\
+                     </NewInternalClient><NewEnabled>1</NewEnabled>",
+                ),
+            );
+        }
+        assert!(renewed && now >= half, "renewed at {now}");
+        assert_eq!(mapper.report().renewals, 1);
+        // Exit: delete.
+        mapper.shutdown(now);
+        let delete = next_http(&mut mapper, now);
+        assert!(delete.contains("#DeletePortMapping\""), "{delete}");
+        assert!(
+            delete.contains("<NewExternalPort>7144</NewExternalPort>"),
+            "{delete}"
+        );
+        respond(&mut mapper, now, 200, &soap_ok("DeletePortMapping", ""));
+        assert!(drain(&mut mapper, now).is_empty());
+        assert!(mapper.is_finished());
+    }
+
+    #[test]
+    fn conflict_on_igd2_uses_add_any_and_reports_the_given_port() {
+        let mut mapper = upnp_until_description(2);
+        let _ = answer_external(&mut mapper, 32, "11.0.0.2");
+        respond(&mut mapper, 33, 500, &soap_fault(718));
+        let any = next_http(&mut mapper, 33);
+        assert!(any.contains("#AddAnyPortMapping\""), "{any}");
+        respond(
+            &mut mapper,
+            34,
+            200,
+            &soap_ok(
+                "AddAnyPortMapping",
+                "<NewReservedPort>7145</NewReservedPort>",
+            ),
+        );
+        assert_eq!(mapper.report().external, Some(SocketAddrV4::new(WAN, 7145)));
+    }
+
+    #[test]
+    fn conflict_on_igd1_tries_another_port_with_add_port_mapping() {
+        let mut mapper = upnp_until_description(1);
+        let _ = answer_external(&mut mapper, 32, "11.0.0.2");
+        respond(&mut mapper, 33, 500, &soap_fault(718));
+        let retry = next_http(&mut mapper, 33);
+        assert!(retry.contains("#AddPortMapping\""), "{retry}");
+        assert!(!retry.contains("<NewExternalPort>7144<"), "{retry}");
+        respond(&mut mapper, 34, 200, &soap_ok("AddPortMapping", ""));
+        let report = mapper.report();
+        assert_eq!(report.method, Some(Used::IgdV1));
+        let port = report.external.unwrap().port();
+        assert!(port != 7144 && port >= EPHEMERAL_PORT_MIN, "{port}");
+    }
+
+    #[test]
+    fn only_permanent_leases_falls_back_to_lease_zero() {
+        let mut mapper = upnp_until_description(2);
+        let _ = answer_external(&mut mapper, 32, "11.0.0.2");
+        respond(&mut mapper, 33, 500, &soap_fault(725));
+        let retry = next_http(&mut mapper, 33);
+        assert!(
+            retry.contains("<NewLeaseDuration>0</NewLeaseDuration>"),
+            "{retry}"
+        );
+        respond(&mut mapper, 34, 200, &soap_ok("AddPortMapping", ""));
+        assert_eq!(mapper.report().lease_s, 0);
+        assert_eq!(mapper.report().lease_left_s(1_000_000), 0);
+        assert_eq!(
+            mapper.renew_at_ms,
+            u64::MAX,
+            "a permanent mapping is only checked"
+        );
+    }
+
+    #[test]
+    fn cgnat_router_is_double_nat_and_nothing_is_added() {
+        // miniupnpd answers an empty external address on a 100.64/10 WAN.
+        let mut mapper = upnp_until_description(2);
+        let request = next_http(&mut mapper, 32);
+        assert!(request.contains("#GetExternalIPAddress\""));
+        respond(
+            &mut mapper,
+            32,
+            200,
+            &soap_ok(
+                "GetExternalIPAddress",
+                "<NewExternalIPAddress></NewExternalIPAddress>",
+            ),
+        );
+        let asked = drain(&mut mapper, 33);
+        assert!(
+            !asked.iter().any(|a| matches!(a, Asked::Http(..))),
+            "{asked:?}"
+        );
+        assert_eq!(mapper.report().state, State::DoubleNat);
+        assert!(!mapper.report().reachable());
+        // A private address named outright is a double NAT too.
+        let mut mapper = upnp_until_description(2);
+        let asked = answer_external_then_drain(&mut mapper, "100.64.0.2");
+        assert!(asked.is_empty(), "{asked:?}");
+        assert_eq!(mapper.report().state, State::DoubleNat);
+        assert!(mapper.report().detail.contains("100.64.0.2"));
+        // The next round waits one check interval.
+        assert_eq!(mapper.next_deadline(), Some(32 + CHECK_MS));
+    }
+
+    fn answer_external_then_drain(mapper: &mut Mapper, address: &str) -> Vec<Asked> {
+        let _ = next_http(mapper, 32);
+        respond(
+            mapper,
+            32,
+            200,
+            &soap_ok(
+                "GetExternalIPAddress",
+                &format!("<NewExternalIPAddress>{address}</NewExternalIPAddress>"),
+            ),
+        );
+        drain(mapper, 32)
+    }
+
+    /// A PCP MAP answer (RFC 6887 §7.2, §11.1) as a router would send it.
+    fn pcp_answer(nonce: [u8; 12], result: u8, lifetime: u32, epoch: u32, port: u16) -> Vec<u8> {
+        let mut bytes = vec![2, 0x81, 0, result];
+        bytes.extend_from_slice(&lifetime.to_be_bytes());
+        bytes.extend_from_slice(&epoch.to_be_bytes());
+        bytes.extend_from_slice(&[0; 12]);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&[6, 0, 0, 0]);
+        bytes.extend_from_slice(&7144u16.to_be_bytes());
+        bytes.extend_from_slice(&port.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        bytes.extend_from_slice(&WAN.octets());
+        bytes
+    }
+
+    fn sent_nonce(asked: &[Asked]) -> [u8; 12] {
+        let Some(Asked::Udp(to, bytes)) = asked.iter().find(|a| matches!(a, Asked::Udp(..))) else {
+            panic!("no datagram in {asked:?}")
+        };
+        assert_eq!(*to, SocketAddrV4::new(GATEWAY, natpmp::PORT));
+        bytes[24..36].try_into().unwrap()
+    }
+
+    #[test]
+    fn pcp_keeps_its_nonce_renews_and_deletes_with_it_after_a_restart() {
+        let mut mapper = Mapper::new(config(&[Method::Pcp]), None, 7);
+        assert_eq!(drain(&mut mapper, 0), vec![Asked::Route]);
+        mapper.set_route(0, route());
+        let nonce = sent_nonce(&drain(&mut mapper, 0));
+        let from = SocketAddrV4::new(GATEWAY, natpmp::PORT);
+        // An answer from elsewhere or with another nonce is ignored.
+        mapper.handle_udp(
+            5,
+            SocketAddrV4::new(LOCAL, 5351),
+            &pcp_answer(nonce, 0, 3600, 10, 7144),
+        );
+        mapper.handle_udp(5, from, &pcp_answer([9; 12], 0, 3600, 10, 7144));
+        assert_eq!(mapper.report().state, State::Searching);
+        mapper.handle_udp(5, from, &pcp_answer(nonce, 0, 3600, 10, 7144));
+        assert_eq!(mapper.report().method, Some(Used::Pcp));
+        let record = PcpRecord {
+            nonce,
+            gateway: GATEWAY,
+            internal_port: 7144,
+            external_port: 7144,
+        };
+        assert_eq!(drain(&mut mapper, 5), vec![Asked::Store(Some(record))]);
+        // Renewal (every check interval for PCP) with the same nonce.
+        let renewal = drain(&mut mapper, 5 + CHECK_MS);
+        assert_eq!(sent_nonce(&renewal), nonce);
+        // The router restarted: its epoch went back. Counted as a remap.
+        mapper.handle_udp(5 + CHECK_MS, from, &pcp_answer(nonce, 0, 3600, 0, 7144));
+        assert_eq!(mapper.report().remaps, 1);
+        assert_eq!(mapper.report().renewals, 1);
+
+        // A new run with the kept record uses the same nonce, and deletes
+        // with it.
+        let mut next = Mapper::new(config(&[Method::Pcp]), Some(record), 99);
+        let _ = drain(&mut next, 0);
+        next.set_route(0, route());
+        assert_eq!(sent_nonce(&drain(&mut next, 0)), nonce);
+        next.handle_udp(5, from, &pcp_answer(nonce, 0, 3600, 20, 7144));
+        assert!(
+            drain(&mut next, 5).is_empty(),
+            "record unchanged: not written again"
+        );
+        next.shutdown(10);
+        let delete = drain(&mut next, 10);
+        assert_eq!(sent_nonce(&delete), nonce);
+        let Asked::Udp(_, bytes) = &delete[0] else {
+            panic!()
+        };
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "lifetime 0 deletes");
+        next.handle_udp(12, from, &pcp_answer(nonce, 0, 0, 20, 0));
+        assert_eq!(drain(&mut next, 12), vec![Asked::Store(None)]);
+        assert!(next.is_finished());
+    }
+
+    #[test]
+    fn pcp_refusal_naming_a_cgnat_address_is_double_nat() {
+        let mut mapper = Mapper::new(config(&[Method::Pcp, Method::NatPmp]), None, 7);
+        let _ = drain(&mut mapper, 0);
+        mapper.set_route(0, route());
+        let nonce = sent_nonce(&drain(&mut mapper, 0));
+        let mut answer = pcp_answer(nonce, 8, 30, 10, 7144);
+        let end = answer.len();
+        answer[end - 4..].copy_from_slice(&[100, 64, 0, 2]);
+        mapper.handle_udp(5, SocketAddrV4::new(GATEWAY, natpmp::PORT), &answer);
+        assert_eq!(mapper.report().state, State::DoubleNat);
+        assert!(
+            drain(&mut mapper, 6).is_empty(),
+            "no NAT-PMP after a double NAT"
+        );
+    }
+
+    #[test]
+    fn silent_network_is_no_gateway_after_bounded_tries_and_retried_later() {
+        let mut mapper = Mapper::new(
+            config(&[Method::Upnp, Method::Pcp, Method::NatPmp]),
+            None,
+            3,
+        );
+        let mut now = 0;
+        let mut datagrams = 0;
+        let mut route_requests = 0;
+        while now < 20_000 {
+            for asked in drain(&mut mapper, now) {
+                match asked {
+                    Asked::Route => {
+                        route_requests += 1;
+                        mapper.set_route(now, route());
+                    }
+                    Asked::Udp(..) => datagrams += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            if route_requests > 1 {
+                break;
+            }
+            now = mapper.next_deadline().expect("a deadline while waiting");
+        }
+        // 2 search rounds of 4, then 4 PCP and 4 NAT-PMP tries.
+        assert_eq!(datagrams, 8 + 4 + 4);
+        assert_eq!(mapper.report().state, State::NoGateway);
+        assert!(
+            mapper.report().detail.contains("NAT-PMP"),
+            "{}",
+            mapper.report().detail
+        );
+        // 3 s of search, 3.75 s per UDP method, then one check interval.
+        assert_eq!(now, 3000 + 3750 + 3750 + CHECK_MS);
+    }
+
+    #[test]
+    fn no_route_is_no_gateway() {
+        let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 3);
+        let _ = drain(&mut mapper, 0);
+        mapper.set_route(0, None);
+        assert_eq!(mapper.report().state, State::NoGateway);
+        assert_eq!(mapper.next_deadline(), Some(CHECK_MS));
+    }
+
+    #[test]
+    fn hostile_descriptions_end_upnp_and_the_report_names_the_failure() {
+        let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 1);
+        let _ = drain(&mut mapper, 0);
+        mapper.set_route(0, route());
+        let _ = drain(&mut mapper, 0);
+        mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
+        let _ = next_http(&mut mapper, 20);
+        mapper.handle_http(5020, HttpOutcome::Failed(HttpFailure::TimedOut));
+        assert_eq!(mapper.report().state, State::NoGateway);
+        assert!(
+            mapper
+                .report()
+                .detail
+                .contains("no complete answer in time"),
+            "{}",
+            mapper.report().detail
+        );
+        // Garbage instead of XML.
+        let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 1);
+        let _ = drain(&mut mapper, 0);
+        mapper.set_route(0, route());
+        let _ = drain(&mut mapper, 0);
+        mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
+        let _ = next_http(&mut mapper, 20);
+        respond(&mut mapper, 3001, 200, "<root><device><<<>>");
+        assert_eq!(mapper.report().state, State::NoGateway);
+        assert!(mapper.report().detail.contains("description"));
     }
 }
