@@ -366,6 +366,10 @@ fn log_change(check_ms: u64, mapping: Mapping, report: &Report) {
             "portmap: {what}: the router refused: {}; retry in {retry_s} s",
             report.detail
         ),
+        (State::PublicAddress, ..) => log::info!(
+            "portmap: {what}: {}; peers can reach this box if no firewall blocks the port",
+            report.detail
+        ),
         (State::Searching, ..) if !report.detail.is_empty() => {
             log::warn!("portmap: {what}: {}; searching again", report.detail)
         }

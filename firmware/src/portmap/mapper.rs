@@ -461,6 +461,21 @@ impl Mapper {
             );
             return;
         };
+        if is_public(route.local) {
+            // Nothing to map, and no search goes out of a WAN interface.
+            self.report.state = State::PublicAddress;
+            self.report.external = Some(SocketAddrV4::new(route.local, self.config.internal_port));
+            self.report.internal = self.report.external;
+            set_detail(
+                &mut self.report.detail,
+                format_args!(
+                    "this box has the public address {}: no NAT to open",
+                    route.local
+                ),
+            );
+            self.end_round(now_ms);
+            return;
+        }
         match method {
             Method::Upnp => self.start_search(now_ms),
             Method::Pcp => {
@@ -1888,6 +1903,20 @@ mod tests {
         );
         // 3 s of search, 3.75 s per UDP method, then one check interval.
         assert_eq!(now, 3000 + 3750 + 3750 + CHECK_MS);
+    }
+
+    #[test]
+    fn a_public_address_needs_no_mapping_and_sends_nothing() {
+        let mut mapper = Mapper::new(config(&[Method::Upnp, Method::Pcp]), None, 3);
+        let _ = drain(&mut mapper, 0);
+        let public = Route {
+            gateway: Ipv4Addr::new(11, 0, 0, 1),
+            local: WAN,
+        };
+        mapper.set_route(0, Some(public));
+        assert!(drain(&mut mapper, 0).is_empty());
+        assert_eq!(mapper.report().state, State::PublicAddress);
+        assert!(mapper.report().reachable());
     }
 
     #[test]

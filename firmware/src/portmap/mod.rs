@@ -101,6 +101,8 @@ pub enum State {
     NoGateway,
     /// A router answered and refused (see the error code).
     Refused,
+    /// This box itself has a public address: there is no NAT to open.
+    PublicAddress,
 }
 
 impl State {
@@ -112,6 +114,7 @@ impl State {
             State::DoubleNat => "double-nat",
             State::NoGateway => "no-gateway",
             State::Refused => "refused",
+            State::PublicAddress => "public-address",
         }
     }
 }
@@ -237,7 +240,11 @@ impl Report {
 
     /// True only when the router forwards a public address:port to us.
     pub fn reachable(&self) -> bool {
-        self.state == State::Mapped && self.external.is_some_and(|a| is_public(*a.ip()))
+        match self.state {
+            State::Mapped => self.external.is_some_and(|a| is_public(*a.ip())),
+            State::PublicAddress => true,
+            _ => false,
+        }
     }
 
     /// Seconds of lease left at `now_ms` (0 when permanent or unknown).
