@@ -644,7 +644,7 @@ fn router_restart_is_noticed() {
         Ok(p) => p,
         Err(last) => panic!("remaps did not grow (was {remaps0}): {last}"),
     };
-    println!("portmap: {p}");
+    println!("portmap: {p}\n{:#?}", portmap_lines(&daemon));
     let external = addr_field(&p, "external").port();
     let got = tb.connect_from_internet(tb.wan_ip(), external);
     assert!(is_banner(&got), "banner after the restart: {}", show(&got));
