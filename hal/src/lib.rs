@@ -198,6 +198,10 @@ pub trait Net {
     /// given): the gateway, and our own address on the way to it. `None`
     /// when there is no such route. Called when port mapping (re)starts.
     fn default_route(&self, interface: Option<&str>) -> Result<Option<Route>, Self::Error>;
+    /// The IPv4 addresses of this host's interfaces (not loopback), with the
+    /// kernel index of each interface, written into `out`; returns how many.
+    /// Used to send SSDP on each LAN interface.
+    fn ipv4_interfaces(&self, out: &mut [InterfaceAddress]) -> Result<usize, Self::Error>;
     /// Resolves a host name (or an IP literal) to an address, without blocking
     /// the event loop. Called when a source (re)connects, never per packet.
     fn resolve(
@@ -214,6 +218,16 @@ pub struct Route {
     pub gateway: Ipv4Addr,
     /// Our address on the link to it.
     pub local: Ipv4Addr,
+}
+
+/// An IPv4 address of an interface, as [`Net::ipv4_interfaces`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    /// The interface's kernel index.
+    pub index: u32,
+    pub address: Ipv4Addr,
+    /// Length of the subnet prefix (24 for a /24).
+    pub prefix_len: u8,
 }
 
 /// A monotonic clock.

@@ -829,6 +829,31 @@ impl crate::Net for LinuxNet {
         Ok(rnet::netdevice::name_to_index(probe.as_fd(), name)?)
     }
 
+    fn ipv4_interfaces(&self, out: &mut [crate::InterfaceAddress]) -> Result<usize> {
+        let mut routes = [0u8; ROUTE_TABLE_BYTES_MAX];
+        let len = read_file_prefix("/proc/net/route", &mut routes)?;
+        let routes = core::str::from_utf8(&routes[..len]).unwrap_or("");
+        let mut trie = [0u8; FIB_TRIE_BYTES_MAX];
+        let len = read_file_prefix("/proc/net/fib_trie", &mut trie)?;
+        let trie = core::str::from_utf8(&trie[..len]).unwrap_or("");
+        let mut count = 0;
+        for (name, address, prefix_len) in interface_addresses(routes, trie) {
+            let Some(slot) = out.get_mut(count) else {
+                break;
+            };
+            let Ok(index) = self.interface_index(name) else {
+                continue;
+            };
+            *slot = crate::InterfaceAddress {
+                index,
+                address,
+                prefix_len,
+            };
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn default_route(&self, interface: Option<&str>) -> Result<Option<crate::Route>> {
         let mut table = [0u8; ROUTE_TABLE_BYTES_MAX];
         let len = read_file_prefix("/proc/net/route", &mut table)?;
@@ -859,6 +884,8 @@ impl crate::Net for LinuxNet {
 /// Bytes of `/proc/net/route` read (a home box has a handful of routes;
 /// a default route past this is not seen).
 const ROUTE_TABLE_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of `/proc/net/fib_trie` read (its local addresses come first).
+const FIB_TRIE_BYTES_MAX: usize = 32 * 1024;
 
 /// Reads up to `buffer.len()` bytes of a file, without allocating.
 fn read_file_prefix(path: &str, buffer: &mut [u8]) -> Result<usize> {
@@ -877,6 +904,95 @@ fn read_file_prefix(path: &str, buffer: &mut [u8]) -> Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The host's own IPv4 addresses (`/32 host LOCAL` entries) in the text of
+/// `/proc/net/fib_trie`, loopback left out.
+fn local_addresses(trie: &str) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    let mut last = None;
+    trie.lines().filter_map(move |line| {
+        if let Some(address) = line.trim().strip_prefix("|-- ") {
+            last = address.parse::<Ipv4Addr>().ok();
+            None
+        } else if line.contains("/32 host LOCAL") {
+            last.take().filter(|a| !a.is_loopback())
+        } else {
+            None
+        }
+    })
+}
+
+/// Each interface's address, from the connected-subnet routes of
+/// `/proc/net/route` (no gateway) and the local addresses of
+/// `/proc/net/fib_trie` inside them: (interface, address, prefix length).
+/// Each (interface, address) pair comes once.
+pub fn interface_addresses<'a>(
+    routes: &'a str,
+    trie: &'a str,
+) -> impl Iterator<Item = (&'a str, Ipv4Addr, u8)> + 'a {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    let subnets = routes.lines().skip(1).filter_map(|line| {
+        let fields: heapless_fields::Fields<'_> = heapless_fields::split(line);
+        let hex = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+        };
+        let (name, destination, flags, mask) = (fields.get(0)?, hex(1)?, hex(3)?, hex(7)?);
+        let connected = flags & RTF_UP != 0 && flags & RTF_GATEWAY == 0 && mask != 0;
+        connected.then(|| {
+            let mask = Ipv4Addr::from(mask.to_ne_bytes());
+            (name, Ipv4Addr::from(destination.to_ne_bytes()), mask)
+        })
+    });
+    let mut seen: [Option<(u64, Ipv4Addr)>; 16] = [None; 16];
+    subnets
+        .flat_map(move |(name, network, mask)| {
+            local_addresses(trie).filter_map(move |address| {
+                let inside = u32::from(address) & u32::from(mask) == u32::from(network);
+                inside.then_some((name, address, u32::from(mask).count_ones() as u8))
+            })
+        })
+        .filter(move |(name, address, _)| {
+            let key = (name_hash(name), *address);
+            if seen.contains(&Some(key)) {
+                return false;
+            }
+            if let Some(free) = seen.iter_mut().find(|slot| slot.is_none()) {
+                *free = Some(key);
+            }
+            true
+        })
+}
+
+/// A cheap hash of an interface name (for de-duplication only).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Whitespace-separated fields of a line, without allocating.
+mod heapless_fields {
+    /// Fields a `/proc/net/route` line has.
+    const FIELDS_MAX: usize = 11;
+
+    pub struct Fields<'a>([Option<&'a str>; FIELDS_MAX]);
+
+    impl<'a> Fields<'a> {
+        pub fn get(&self, index: usize) -> Option<&'a str> {
+            self.0.get(index).copied().flatten()
+        }
+    }
+
+    pub fn split(line: &str) -> Fields<'_> {
+        let mut fields = [None; FIELDS_MAX];
+        for (slot, field) in fields.iter_mut().zip(line.split_whitespace()) {
+            *slot = Some(field);
+        }
+        Fields(fields)
+    }
 }
 
 /// The gateway of the best (lowest metric) IPv4 default route in the text
@@ -1047,5 +1163,32 @@ mod tests {
         );
         assert_eq!(parse_default_route(&table, Some("br-lan")), None);
         assert_eq!(parse_default_route("garbage\nmore garbage", None), None);
+    }
+
+    #[test]
+    fn interface_addresses_pair_subnets_with_local_addresses() {
+        let routes = format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             br-lan\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n\
+             wan\t00000000\t{}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             wan\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+            word([192, 168, 1, 0]),
+            word([255, 255, 255, 0]),
+            word([100, 64, 0, 1]),
+            word([100, 64, 0, 0]),
+            word([255, 192, 0, 0]),
+        );
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 100.64.3.4\n        /32 host LOCAL\n\
+                    |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 192.168.1.1\n\
+                    /32 host LOCAL\n     |-- 192.168.1.255\n        /32 link BROADCAST\n\
+                    Local:\n     |-- 192.168.1.1\n        /32 host LOCAL\n";
+        let found: Vec<_> = interface_addresses(&routes, trie).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("br-lan", Ipv4Addr::new(192, 168, 1, 1), 24),
+                ("wan", Ipv4Addr::new(100, 64, 3, 4), 10),
+            ]
+        );
     }
 }

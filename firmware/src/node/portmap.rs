@@ -13,8 +13,8 @@ use core::task::{Poll, Waker};
 use std::rc::Rc;
 
 use ringcast_hal::{
-    Clock, Error as _, ErrorKind, MulticastInterface, Net, TcpListener as _, TcpStream as _,
-    UdpSocket as _,
+    Clock, Error as _, ErrorKind, InterfaceAddress, MulticastInterface, Net, TcpListener as _,
+    TcpStream as _, UdpSocket as _,
 };
 
 use super::{first_of, Either, Node};
@@ -37,6 +37,8 @@ pub const SHUTDOWN_MS: u64 = 2500;
 const DATAGRAM_BYTES_MAX: usize = 1500;
 /// TTL of our SSDP searches (DESIGN §5: 2, so a search never leaves home).
 const SEARCH_TTL: u32 = 2;
+/// Interface addresses looked at for searches.
+const INTERFACES_MAX: usize = 16;
 /// Datagrams handled per wake-up (the rest wait for the next turn).
 const DATAGRAMS_PER_WAKE_MAX: usize = 32;
 
@@ -236,7 +238,8 @@ pub async fn portmap_task<N: Net + 'static, C: Clock + 'static>(
                         gateway: r.gateway,
                         local: r.local,
                     });
-                    mapper.set_route(node.clock.now_ms(), route);
+                    let lan = lan_addresses(&*node, interface.is_some());
+                    mapper.set_route(node.clock.now_ms(), route, &lan);
                 }
                 Io::Udp { to, via, bytes } => {
                     if let Some(udp) = &udp {
@@ -289,6 +292,30 @@ pub async fn portmap_task<N: Net + 'static, C: Clock + 'static>(
     node.portmap
         .running
         .set(node.portmap.running.get().saturating_sub(1));
+}
+
+/// Our addresses on the LAN interfaces (private, shared or link-local: not
+/// public), for SSDP searches; none when the config names one interface.
+fn lan_addresses<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    one_interface: bool,
+) -> heapless::Vec<Ipv4Addr, { portmap::mapper::SEARCH_INTERFACES_MAX }> {
+    let mut lan = heapless::Vec::new();
+    if one_interface {
+        return lan;
+    }
+    let mut found = [InterfaceAddress {
+        index: 0,
+        address: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+    }; INTERFACES_MAX];
+    let count = node.net.ipv4_interfaces(&mut found).unwrap_or(0);
+    for interface in &found[..count] {
+        if !portmap::is_public(interface.address) && lan.push(interface.address).is_err() {
+            break;
+        }
+    }
+    lan
 }
 
 /// Keeps (or forgets) the PCP record in the state store.

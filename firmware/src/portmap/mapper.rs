@@ -44,6 +44,8 @@ const SEARCH_ROUND_MS: u64 = 1000;
 const SEARCH_MS: u64 = 3000;
 /// Distinct description URLs kept from one search.
 const LOCATIONS_MAX: usize = 4;
+/// LAN interfaces a search goes out of.
+pub const SEARCH_INTERFACES_MAX: usize = 4;
 /// Tries of one NAT-PMP/PCP request (250 ms doubling: 3.75 s in all).
 const UDP_ATTEMPTS: u32 = 4;
 /// Tries of a delete on exit (the driver bounds the whole exit anyway).
@@ -172,6 +174,8 @@ pub struct Mapper {
     report: Report,
     rng: XorShift,
     route: Option<Route>,
+    /// Our addresses on the LAN interfaces searches go out of.
+    search_from: heapless::Vec<Ipv4Addr, SEARCH_INTERFACES_MAX>,
     phase: Phase,
     pending: Option<Pending>,
     store_request: Option<Option<PcpRecord>>,
@@ -245,6 +249,7 @@ impl Mapper {
             report,
             rng: XorShift::new(seed),
             route: None,
+            search_from: heapless::Vec::new(),
             pending: None,
             store_request: None,
             tx: [0; TX_BYTES],
@@ -357,12 +362,22 @@ impl Mapper {
         }
     }
 
-    /// The driver's answer to [`Io::Route`].
-    pub fn set_route(&mut self, now_ms: u64, route: Option<Route>) {
+    /// The driver's answer to [`Io::Route`]: the default route, and our
+    /// addresses on the LAN interfaces to search from (the route's own
+    /// address is always searched from; at most
+    /// [`SEARCH_INTERFACES_MAX`] are used).
+    pub fn set_route(&mut self, now_ms: u64, route: Option<Route>, lan: &[Ipv4Addr]) {
         if self.phase != Phase::Route {
             return;
         }
         self.route = route;
+        self.search_from.clear();
+        let own = route.map(|r| r.local);
+        for address in own.iter().chain(lan) {
+            if !self.search_from.contains(address) && self.search_from.push(*address).is_err() {
+                break;
+            }
+        }
         self.report.gateway = route.map(|r| r.gateway);
         self.start_method(now_ms);
     }
@@ -642,7 +657,7 @@ impl Mapper {
         self.services.clear();
         self.problem.clear();
         self.search_round = 1;
-        self.search_sends_left = SEARCH_TARGETS.len() as u8;
+        self.search_sends_left = self.search_sends();
         self.search_next_round_ms = now_ms.saturating_add(SEARCH_ROUND_MS);
         self.search_deadline_ms = now_ms.saturating_add(SEARCH_MS);
         self.add_attempts = 0;
@@ -657,20 +672,21 @@ impl Mapper {
     fn on_search_time(&mut self, now_ms: u64) {
         if self.search_round < SEARCH_ROUNDS && now_ms >= self.search_next_round_ms {
             self.search_round += 1;
-            self.search_sends_left = SEARCH_TARGETS.len() as u8;
+            self.search_sends_left = self.search_sends();
             self.search_next_round_ms = now_ms.saturating_add(SEARCH_ROUND_MS);
         }
         if self.search_sends_left > 0 {
-            let target = SEARCH_TARGETS[SEARCH_TARGETS.len() - usize::from(self.search_sends_left)];
+            let index = usize::from(self.search_sends() - self.search_sends_left);
             self.search_sends_left -= 1;
-            if let (Ok(len), Some(route)) = (
-                ssdp::write_msearch(&mut self.tx, target, SEARCH_MX),
-                self.route,
-            ) {
+            let target = SEARCH_TARGETS[index % SEARCH_TARGETS.len()];
+            let via = self.search_from.get(index / SEARCH_TARGETS.len()).copied();
+            if let (Ok(len), Some(via)) =
+                (ssdp::write_msearch(&mut self.tx, target, SEARCH_MX), via)
+            {
                 self.tx_len = len;
                 self.pending = Some(Pending::Udp {
                     to: ssdp::SSDP_GROUP,
-                    via: route.local,
+                    via,
                 });
             }
             return;
@@ -678,6 +694,16 @@ impl Mapper {
         if now_ms >= self.search_deadline_ms {
             self.describe_next(now_ms);
         }
+    }
+
+    /// Datagrams of one search round: each target out of each interface.
+    fn search_sends(&self) -> u8 {
+        (SEARCH_TARGETS.len() * self.search_from.len().max(1)) as u8
+    }
+
+    /// True if `url` is on our gateway: an IGD that carries our traffic.
+    fn on_gateway(&self, url: &HttpUrl) -> bool {
+        self.route.is_some_and(|r| r.gateway == *url.addr.ip())
     }
 
     fn on_search_response(&mut self, now_ms: u64, datagram: &[u8]) {
@@ -690,11 +716,17 @@ impl Mapper {
         let Some(url) = httpc::parse_http_url(response.location) else {
             return;
         };
-        let own = self.route.is_some_and(|r| r.local == *url.addr.ip());
-        if own || self.locations.contains(&url) {
+        let own = self.search_from.contains(url.addr.ip());
+        if own || self.locations.contains(&url) || self.locations.is_full() {
             return;
         }
-        if self.locations.push(url).is_ok() && self.phase == Phase::Search {
+        // The gateway's IGD goes before any other device that answered.
+        let at = if self.on_gateway(&url) {
+            self.location_index
+        } else {
+            self.locations.len()
+        };
+        if self.locations.insert(at, url).is_ok() && self.phase == Phase::Search {
             self.describe_next(now_ms);
         }
     }
@@ -702,6 +734,14 @@ impl Mapper {
     /// Fetches the next description found, or waits for more answers, or
     /// gives UPnP up.
     fn describe_next(&mut self, now_ms: u64) {
+        let searching = now_ms < self.search_deadline_ms && self.services.is_empty();
+        // Another device than the gateway is tried only when the gateway's
+        // IGD did not answer the whole search.
+        let next = self.locations.get(self.location_index);
+        if searching && next.is_some_and(|url| !self.on_gateway(url)) {
+            self.phase = Phase::Search;
+            return;
+        }
         if let Some(url) = self.locations.get(self.location_index) {
             self.location_index += 1;
             let to = url.addr;
@@ -711,7 +751,7 @@ impl Mapper {
             return;
         }
         // Wait for more answers unless an IGD has already answered.
-        if now_ms < self.search_deadline_ms && self.services.is_empty() {
+        if searching {
             self.phase = Phase::Search;
             return;
         }
@@ -1537,7 +1577,7 @@ mod tests {
     fn upnp_until_description(version: u8) -> Mapper {
         let mut mapper = Mapper::new(config(&[Method::Upnp, Method::Pcp]), None, 1);
         assert_eq!(drain(&mut mapper, 0), vec![Asked::Route]);
-        mapper.set_route(0, route());
+        mapper.set_route(0, route(), &[]);
         let searches = drain(&mut mapper, 0);
         assert_eq!(
             searches.len(),
@@ -1799,7 +1839,7 @@ mod tests {
     fn pcp_keeps_its_nonce_renews_and_deletes_with_it_after_a_restart() {
         let mut mapper = Mapper::new(config(&[Method::Pcp]), None, 7);
         assert_eq!(drain(&mut mapper, 0), vec![Asked::Route]);
-        mapper.set_route(0, route());
+        mapper.set_route(0, route(), &[]);
         let nonce = sent_nonce(&drain(&mut mapper, 0));
         let from = SocketAddrV4::new(GATEWAY, natpmp::PORT);
         // An answer from elsewhere or with another nonce is ignored.
@@ -1831,7 +1871,7 @@ mod tests {
         // with it.
         let mut next = Mapper::new(config(&[Method::Pcp]), Some(record), 99);
         let _ = drain(&mut next, 0);
-        next.set_route(0, route());
+        next.set_route(0, route(), &[]);
         assert_eq!(sent_nonce(&drain(&mut next, 0)), nonce);
         next.handle_udp(5, from, &pcp_answer(nonce, 0, 3600, 20, 7144));
         assert!(
@@ -1854,7 +1894,7 @@ mod tests {
     fn pcp_refusal_naming_a_cgnat_address_is_double_nat() {
         let mut mapper = Mapper::new(config(&[Method::Pcp, Method::NatPmp]), None, 7);
         let _ = drain(&mut mapper, 0);
-        mapper.set_route(0, route());
+        mapper.set_route(0, route(), &[]);
         let nonce = sent_nonce(&drain(&mut mapper, 0));
         let mut answer = pcp_answer(nonce, 8, 30, 10, 7144);
         let end = answer.len();
@@ -1882,7 +1922,7 @@ mod tests {
                 match asked {
                     Asked::Route => {
                         route_requests += 1;
-                        mapper.set_route(now, route());
+                        mapper.set_route(now, route(), &[]);
                     }
                     Asked::Udp(..) => datagrams += 1,
                     other => panic!("{other:?}"),
@@ -1906,6 +1946,41 @@ mod tests {
     }
 
     #[test]
+    fn searches_every_lan_interface_and_prefers_the_gateways_igd() {
+        let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 1);
+        let _ = drain(&mut mapper, 0);
+        let other_lan = Ipv4Addr::new(10, 9, 0, 5);
+        mapper.set_route(0, route(), &[other_lan, LOCAL]);
+        let searches = drain(&mut mapper, 0);
+        assert_eq!(searches.len(), 2 * SEARCH_TARGETS.len());
+        // Another LAN's device answers first: it waits for the gateway.
+        let other = String::from_utf8(search_answer())
+            .unwrap()
+            .replace("192.168.77.1:5000", "10.9.0.1:80");
+        mapper.handle_udp(
+            10,
+            SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 1), 1900),
+            other.as_bytes(),
+        );
+        assert!(drain(&mut mapper, 10).is_empty());
+        mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
+        let get = drain(&mut mapper, 20);
+        assert!(
+            matches!(&get[..], [Asked::Http(to, _)] if *to == SocketAddrV4::new(GATEWAY, 5000)),
+            "{get:?}"
+        );
+        // The gateway's description fails: the other device is tried when
+        // the search is over.
+        mapper.handle_http(30, HttpOutcome::Failed(HttpFailure::Refused));
+        assert!(drain(&mut mapper, 30).is_empty());
+        let get = drain(&mut mapper, SEARCH_MS);
+        assert!(
+            matches!(&get[..], [Asked::Http(to, _)] if *to.ip() == Ipv4Addr::new(10, 9, 0, 1)),
+            "{get:?}"
+        );
+    }
+
+    #[test]
     fn a_public_address_needs_no_mapping_and_sends_nothing() {
         let mut mapper = Mapper::new(config(&[Method::Upnp, Method::Pcp]), None, 3);
         let _ = drain(&mut mapper, 0);
@@ -1913,7 +1988,7 @@ mod tests {
             gateway: Ipv4Addr::new(11, 0, 0, 1),
             local: WAN,
         };
-        mapper.set_route(0, Some(public));
+        mapper.set_route(0, Some(public), &[]);
         assert!(drain(&mut mapper, 0).is_empty());
         assert_eq!(mapper.report().state, State::PublicAddress);
         assert!(mapper.report().reachable());
@@ -1923,7 +1998,7 @@ mod tests {
     fn no_route_is_no_gateway() {
         let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 3);
         let _ = drain(&mut mapper, 0);
-        mapper.set_route(0, None);
+        mapper.set_route(0, None, &[]);
         assert_eq!(mapper.report().state, State::NoGateway);
         assert_eq!(mapper.next_deadline(), Some(CHECK_MS));
     }
@@ -1932,7 +2007,7 @@ mod tests {
     fn hostile_descriptions_end_upnp_and_the_report_names_the_failure() {
         let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 1);
         let _ = drain(&mut mapper, 0);
-        mapper.set_route(0, route());
+        mapper.set_route(0, route(), &[]);
         let _ = drain(&mut mapper, 0);
         mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
         let _ = next_http(&mut mapper, 20);
@@ -1949,7 +2024,7 @@ mod tests {
         // Garbage instead of XML.
         let mut mapper = Mapper::new(config(&[Method::Upnp]), None, 1);
         let _ = drain(&mut mapper, 0);
-        mapper.set_route(0, route());
+        mapper.set_route(0, route(), &[]);
         let _ = drain(&mut mapper, 0);
         mapper.handle_udp(20, SocketAddrV4::new(GATEWAY, 1900), &search_answer());
         let _ = next_http(&mut mapper, 20);

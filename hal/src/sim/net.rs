@@ -126,4 +126,8 @@ impl crate::Net for SimNet {
         // The simulated world has no router (yet): port mapping finds none.
         Ok(None)
     }
+
+    fn ipv4_interfaces(&self, _out: &mut [crate::InterfaceAddress]) -> SimResult<usize> {
+        Ok(0)
+    }
 }
