@@ -1973,6 +1973,7 @@ mod tests {
         // the search is over.
         mapper.handle_http(30, HttpOutcome::Failed(HttpFailure::Refused));
         assert!(drain(&mut mapper, 30).is_empty());
+        let _second_round = drain(&mut mapper, SEARCH_ROUND_MS);
         let get = drain(&mut mapper, SEARCH_MS);
         assert!(
             matches!(&get[..], [Asked::Http(to, _)] if *to.ip() == Ipv4Addr::new(10, 9, 0, 1)),
