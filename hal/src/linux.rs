@@ -820,12 +820,7 @@ impl crate::Net for LinuxNet {
     }
 
     fn interface_index(&self, name: &str) -> Result<u32> {
-        let probe = rnet::socket_with(
-            AddressFamily::INET,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let probe = probe_socket()?;
         Ok(rnet::netdevice::name_to_index(probe.as_fd(), name)?)
     }
 
@@ -863,12 +858,7 @@ impl crate::Net for LinuxNet {
         };
         // Our address towards the gateway: connect a UDP socket (which sends
         // nothing) and ask the kernel which source it chose.
-        let probe = rnet::socket_with(
-            AddressFamily::INET,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let probe = probe_socket()?;
         rnet::connect(&probe, &SocketAddr::from((gateway, 5351)))?;
         let local = rnet::getsockname(&probe)?;
         match SocketAddr::try_from(local) {
@@ -879,6 +869,17 @@ impl crate::Net for LinuxNet {
             _ => Ok(None),
         }
     }
+}
+
+/// An unbound IPv4 UDP socket, for questions to the kernel (interface
+/// index, source address towards a host); it sends nothing.
+fn probe_socket() -> Result<OwnedFd> {
+    Ok(rnet::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Bytes of `/proc/net/route` read (a home box has a handful of routes;

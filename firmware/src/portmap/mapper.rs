@@ -1298,16 +1298,12 @@ impl Mapper {
             let code = u16::from(response.result);
             let name =
                 pcp::ResultCode::from_u8(response.result).map_or("unknown result", |r| r.name());
-            if renew {
-                self.refresh_failed(now_ms, format_args!("PCP renewal refused: {name}"));
-            } else {
-                self.fail(
-                    now_ms,
-                    State::Refused,
-                    Some(code),
-                    format_args!("PCP: the gateway refused the mapping: result {code} {name}"),
-                );
-            }
+            self.nat_refused(
+                now_ms,
+                renew,
+                code,
+                format_args!("PCP: the gateway refused the mapping: result {code} {name}"),
+            );
             return;
         }
         let IpAddr::V4(external) = map.external_address else {
@@ -1342,6 +1338,16 @@ impl Mapper {
             SocketAddrV4::new(external, map.external_port),
             response.lifetime_s,
         );
+    }
+
+    /// The gateway refused a PCP or NAT-PMP request: a failed method, or
+    /// for a renewal a failed check.
+    fn nat_refused(&mut self, now_ms: u64, renew: bool, code: u16, detail: fmt::Arguments) {
+        if renew {
+            self.refresh_failed(now_ms, detail);
+        } else {
+            self.fail(now_ms, State::Refused, Some(code), detail);
+        }
     }
 
     /// PCP or NAT-PMP mapped us on a private or CGNAT address: give the
@@ -1400,18 +1406,12 @@ impl Mapper {
                 let external = SocketAddrV4::new(self.nat_external, external_port);
                 self.mapped(now_ms, Used::NatPmp, external, lifetime_s);
             }
-            Err(error @ natpmp::NatPmpError::Failure(code)) => {
-                if renew {
-                    self.refresh_failed(now_ms, format_args!("renewal refused: {error}"));
-                } else {
-                    self.fail(
-                        now_ms,
-                        State::Refused,
-                        Some(code),
-                        format_args!("the gateway refused the mapping: {error}"),
-                    );
-                }
-            }
+            Err(error @ natpmp::NatPmpError::Failure(code)) => self.nat_refused(
+                now_ms,
+                renew,
+                code,
+                format_args!("the gateway refused the mapping: {error}"),
+            ),
             _ => {}
         }
     }

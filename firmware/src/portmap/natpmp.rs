@@ -299,12 +299,14 @@ fn parse_map(
     })
 }
 
-fn be_u16(bytes: &[u8], at: usize) -> Option<u16> {
+/// The big-endian `u16` at `at`, if the bytes reach that far.
+pub(super) fn be_u16(bytes: &[u8], at: usize) -> Option<u16> {
     let b = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
-fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+/// The big-endian `u32` at `at`, if the bytes reach that far.
+pub(super) fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }

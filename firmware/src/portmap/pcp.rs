@@ -607,15 +607,7 @@ fn check_options(mut options: &[u8]) -> Result<(), PcpError> {
     Ok(())
 }
 
-fn be_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    let b = bytes.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([b[0], b[1]]))
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
+use super::natpmp::{be_u16, be_u32};
 
 #[cfg(test)]
 mod tests {
