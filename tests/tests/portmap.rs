@@ -592,14 +592,18 @@ fn cgnat_reports_double_nat() {
         ..TestbedOptions::default()
     });
     let daemon = tb.start_daemon(&["--portmap-check", "3"]);
+    // Within one search round other methods' answers may show for a few
+    // milliseconds; what counts is the state the round settles on.
     let p = match wait_portmap(&daemon, Duration::from_secs(10), |p| {
-        !p["state"].is_null() && !is_state(p, "searching")
+        is_state(p, "double-nat")
     }) {
         Ok(p) => p,
-        Err(last) => panic!("still searching after 10 s: {last}"),
+        Err(last) => panic!(
+            "not double-nat within 10 s: {last}\n{:#?}",
+            portmap_lines(&daemon)
+        ),
     };
     println!("portmap: {p}\nlog: {:#?}", portmap_lines(&daemon));
-    assert_eq!(p["state"].as_str(), Some("double-nat"), "{p}");
     assert_eq!(p["reachable"].as_bool(), Some(false), "{p}");
     assert!(tb.nft_rule_lines().is_empty(), "{}", tb.nft_rules());
     // It stays that way over a re-check.
