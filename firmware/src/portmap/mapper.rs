@@ -183,8 +183,14 @@ pub struct Mapper {
     tx_len: usize,
     /// Index of the method being tried in this round.
     method_index: usize,
-    /// Priority of the failure reported in this round (0: none yet).
+    /// Priority of the most telling failure of this round (0: none yet).
     round_failure: u8,
+    /// That failure, shown when the round ends (the report keeps its last
+    /// state until then, so `/status` never shows a method's failure that
+    /// the next method overrules).
+    round_state: State,
+    round_error: Option<u16>,
+    round_detail: heapless::String<{ super::DETAIL_BYTES_MAX }>,
     // UPnP.
     locations: heapless::Vec<HttpUrl, LOCATIONS_MAX>,
     location_index: usize,
@@ -256,6 +262,9 @@ impl Mapper {
             tx_len: 0,
             method_index: 0,
             round_failure: 0,
+            round_state: State::NoGateway,
+            round_error: None,
+            round_detail: heapless::String::new(),
             locations: heapless::Vec::new(),
             location_index: 0,
             search_round: 0,
@@ -526,10 +535,9 @@ impl Mapper {
         };
         if priority >= self.round_failure {
             self.round_failure = priority;
-            self.clear_mapping();
-            self.report.state = state;
-            self.report.error = error;
-            set_detail(&mut self.report.detail, detail);
+            self.round_state = state;
+            self.round_error = error;
+            set_detail(&mut self.round_detail, detail);
         }
         if state == State::DoubleNat {
             // Every method would meet the same outer NAT.
@@ -541,6 +549,12 @@ impl Mapper {
     }
 
     fn end_round(&mut self, now_ms: u64) {
+        if self.round_failure > 0 {
+            self.clear_mapping();
+            self.report.state = self.round_state;
+            self.report.error = self.round_error;
+            self.report.detail.clone_from(&self.round_detail);
+        }
         self.phase = Phase::Wait {
             at: now_ms.saturating_add(self.config.check_interval_ms),
         };
