@@ -129,6 +129,14 @@ Options:
                                also open the LAN HTTP port on the router: every
                                channel becomes reachable from the internet
                                [default: off]
+      --dlna on|off            announce a DLNA media server (SSDP) so TVs list
+                               the channels by themselves [default: on]
+      --lan-if NAMES           interfaces to announce on, like br-lan or
+                               eth0,wlan0 [default: every LAN interface]
+      --friendly-name TEXT     name TVs show [default: ringcast on HOSTNAME]
+      --output NAME=URL        also send channel NAME to rtp://GROUP:PORT or
+                               udp://GROUP:PORT (?ttl=N&iface=NAME), 7 TS
+                               packets per datagram, for IPTV set-top boxes
       --log-level LEVEL        error, warn, info, debug or trace [default: info]
   -h, --help                   print this help and exit
   -V, --version                print the version and exit
@@ -239,6 +247,12 @@ pub struct Config {
     pub portmap_interface: Option<String>,
     /// Also map the LAN HTTP port (streams become reachable from the internet).
     pub portmap_lan_http: bool,
+    /// Announce a DLNA MediaServer over SSDP and answer its control.
+    pub dlna: bool,
+    /// Interfaces SSDP announces on; empty = every LAN (non-public) one.
+    pub lan_interfaces: Vec<String>,
+    /// Name TVs show; `None` = the one kept in the state store.
+    pub friendly_name: Option<String>,
     /// True when no channel was configured: `main` then adds the demo channel.
     pub demo: bool,
     /// Values that were out of range and were clamped, one message each (with
@@ -277,6 +291,9 @@ impl Default for Config {
             portmap_check_s: PORTMAP_CHECK_S_DEFAULT,
             portmap_interface: None,
             portmap_lan_http: false,
+            dlna: true,
+            lan_interfaces: Vec::new(),
+            friendly_name: None,
             demo: true,
             adjustments: Vec::new(),
         }
@@ -307,6 +324,35 @@ pub struct ChannelConfig {
     pub ring_bytes: Option<usize>,
     /// Which program of a multi-program stream the channel serves.
     pub program: ProgramSelect,
+    /// Where the channel is also sent as RTP or UDP (multicast), if anywhere.
+    pub output: Option<OutputConfig>,
+}
+
+/// A channel's copy sent to a UDP address (a multicast group for IPTV set-top
+/// boxes): `rtp://GROUP:PORT` (RFC 3551 payload type 33) or `udp://`, seven
+/// TS packets per datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputConfig {
+    /// RTP headers (true) or raw TS in UDP.
+    pub rtp: bool,
+    /// Where datagrams go: a multicast group (or a unicast host) and port.
+    pub address: SocketAddr,
+    /// Multicast TTL (hops); 1 keeps the stream on the LAN segment.
+    pub ttl: u8,
+    /// Interface to send multicast out of; `None` lets the routing table
+    /// choose.
+    pub interface: Option<String>,
+}
+
+impl fmt::Display for OutputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.rtp { "rtp" } else { "udp" };
+        write!(f, "{scheme}://{}?ttl={}", self.address, self.ttl)?;
+        if let Some(interface) = &self.interface {
+            write!(f, "&iface={interface}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The program a channel takes from a multi-program transport stream (MPTS).
@@ -527,9 +573,12 @@ enum Setting {
     PortmapCheck,
     PortmapInterface,
     PortmapLanHttp,
+    Dlna,
+    LanInterfaces,
+    FriendlyName,
 }
 
-const SETTINGS: [(Setting, &str); 23] = [
+const SETTINGS: [(Setting, &str); 26] = [
     (Setting::Listen, "listen"),
     (Setting::RingSize, "ring_size"),
     (Setting::ReadersMax, "readers_max"),
@@ -553,6 +602,9 @@ const SETTINGS: [(Setting, &str); 23] = [
     (Setting::PortmapCheck, "portmap_check"),
     (Setting::PortmapInterface, "portmap_if"),
     (Setting::PortmapLanHttp, "portmap_lan_http"),
+    (Setting::Dlna, "dlna"),
+    (Setting::LanInterfaces, "lan_if"),
+    (Setting::FriendlyName, "friendly_name"),
 ];
 
 /// Position of a file key in [`SETTINGS`].
@@ -605,6 +657,9 @@ fn apply_setting(
         Setting::PortmapCheck => config.portmap_check_s = parse_seconds(value, 1)?,
         Setting::PortmapInterface => config.portmap_interface = parse_interface_setting(value)?,
         Setting::PortmapLanHttp => config.portmap_lan_http = parse_switch(value)?,
+        Setting::Dlna => config.dlna = parse_switch(value)?,
+        Setting::LanInterfaces => config.lan_interfaces = parse_interface_list(value)?,
+        Setting::FriendlyName => config.friendly_name = parse_friendly_name(value)?,
     }
     Ok(None)
 }
@@ -717,6 +772,32 @@ fn parse_flush_ms(text: &str) -> Result<u32, String> {
 
 /// Parses `on`/`off`, also accepting `yes`/`no`, `true`/`false` and `1`/`0`
 /// (the form OpenWrt UCI uses for booleans).
+/// Parses a comma list of interface names (empty: none given).
+fn parse_interface_list(text: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(name) = parse_interface_setting(name)? {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Parses the name TVs show (1 to 64 bytes, no control characters; empty
+/// keeps the stored default).
+fn parse_friendly_name(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > crate::state::FRIENDLY_NAME_BYTES_MAX || text.chars().any(char::is_control) {
+        return Err(format!(
+            "a friendly name is 1 to {} bytes of text without control characters",
+            crate::state::FRIENDLY_NAME_BYTES_MAX
+        ));
+    }
+    Ok(Some(text.to_string()))
+}
+
 /// Parses a TCP port number, 0 to 65535 (0: none, or "the default").
 fn parse_port_or_zero(text: &str) -> Result<u16, String> {
     let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
@@ -1277,6 +1358,8 @@ struct OpenChannel {
     ring_line: Option<usize>,
     program: ProgramSelect,
     program_line: Option<usize>,
+    output: Option<OutputConfig>,
+    output_line: Option<usize>,
 }
 
 /// State while reading one config file.
@@ -1434,6 +1517,15 @@ impl FileParser<'_> {
                         .push(spot.error(Some(key), note).to_string());
                 }
             }
+            "output" => {
+                if let Some(first) = channel.output_line {
+                    return Err(twice(first));
+                }
+                let output =
+                    parse_output(value).map_err(|message| spot.error(Some(key), message))?;
+                channel.output = Some(output);
+                channel.output_line = Some(spot.line);
+            }
             _ if setting_index(key).is_some() => {
                 let message = format!(
                     "key '{key}' is a global key; put it before the first [channel NAME] section"
@@ -1443,7 +1535,7 @@ impl FileParser<'_> {
             _ => {
                 let message = format!(
                     "unknown key '{key}' in a channel section; expected source, ring_size, \
-                     program or service"
+                     program, service or output"
                 );
                 return Err(spot.error(None, message));
             }
@@ -1495,6 +1587,8 @@ impl FileParser<'_> {
             ring_line: None,
             program: ProgramSelect::All,
             program_line: None,
+            output: None,
+            output_line: None,
         });
         Ok(())
     }
@@ -1520,6 +1614,7 @@ impl FileParser<'_> {
             source,
             ring_bytes: channel.ring_bytes,
             program: channel.program,
+            output: channel.output,
         });
         Ok(())
     }
@@ -1594,6 +1689,7 @@ fn load_config_file(path: &str, config: &mut Config) -> Result<(), ConfigError> 
 enum Flag {
     Config,
     Channel,
+    Output,
     Help,
     Version,
     Set(Setting),
@@ -1617,6 +1713,7 @@ fn flag_for(name: &str) -> Option<Flag> {
         "-c" | "--config" => Some(Flag::Config),
         "-l" => Some(Flag::Set(Setting::Listen)),
         "--channel" => Some(Flag::Channel),
+        "--output" => Some(Flag::Output),
         "-h" | "--help" => Some(Flag::Help),
         "-V" | "--version" => Some(Flag::Version),
         _ => {
@@ -1723,9 +1820,76 @@ fn apply_options(options: &[GivenOption], config: &mut Config) -> Result<(), Con
                     config.adjustments.push(error(note).to_string());
                 }
             }
+            Flag::Output => {}
         }
     }
-    merge_channels(config, channels)
+    merge_channels(config, channels)?;
+    for option in options.iter().filter(|o| o.flag == Flag::Output) {
+        let error = |message: String| ConfigError::option(&option.written, message);
+        let Some((name, url)) = option.value.split_once('=') else {
+            return Err(error(format!(
+                "expected NAME=URL like tv=rtp://239.10.0.1:5000, got '{}'",
+                option.value
+            )));
+        };
+        let output = parse_output(url).map_err(error)?;
+        let Some(channel) = config.channels.iter_mut().find(|c| c.name == name) else {
+            return Err(error(format!(
+                "no channel '{name}' (add it with --channel or in the file first)"
+            )));
+        };
+        channel.output = Some(output);
+    }
+    Ok(())
+}
+
+/// Parses `rtp://GROUP:PORT` or `udp://GROUP:PORT`, with optional
+/// `?ttl=N` (1 to 255, default 1) and `iface=NAME` query keys.
+fn parse_output(text: &str) -> Result<OutputConfig, String> {
+    let (rtp, rest) = if let Some(rest) = text.strip_prefix("rtp://") {
+        (true, rest)
+    } else if let Some(rest) = text.strip_prefix("udp://") {
+        (false, rest)
+    } else {
+        return Err(format!(
+            "an output is rtp://GROUP:PORT or udp://GROUP:PORT, got '{text}'"
+        ));
+    };
+    let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let host_port = split_host_port(address)?;
+    let Some(port) = host_port.port else {
+        return Err(format!("the output '{text}' needs a port, like :5000"));
+    };
+    let ip = parse_ip(host_port.host, host_port.bracketed)?;
+    if ip.is_unspecified() {
+        return Err(format!("the output '{text}' needs a group or host address"));
+    }
+    let mut output = OutputConfig {
+        rtp,
+        address: SocketAddr::new(ip, parse_port(port)?),
+        ttl: 1,
+        interface: None,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("ttl", value)) => {
+                output.ttl = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|ttl| *ttl >= 1)
+                    .ok_or_else(|| format!("ttl must be 1 to 255, got '{value}'"))?;
+            }
+            Some(("iface", value)) if !value.is_empty() => {
+                output.interface = Some(value.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "unknown output option '{pair}'; expected ttl=N or iface=NAME"
+                ))
+            }
+        }
+    }
+    Ok(output)
 }
 
 /// Parses the value of `--channel NAME=URL`.
@@ -1744,6 +1908,7 @@ fn parse_channel_option(value: &str) -> Result<ChannelConfig, String> {
         source,
         ring_bytes: None,
         program,
+        output: None,
     })
 }
 
@@ -2285,6 +2450,57 @@ mod tests {
     }
 
     #[test]
+    fn lan_options_and_outputs() {
+        let default = run(&[]);
+        assert!(default.dlna);
+        assert!(default.lan_interfaces.is_empty());
+        assert_eq!(default.friendly_name, None);
+        let custom = run(&[
+            "--dlna",
+            "off",
+            "--lan-if",
+            "br-lan, eth1",
+            "--friendly-name",
+            "Living room",
+            "--channel",
+            "tv=stdin",
+            "--output",
+            "tv=rtp://239.10.0.1:5000?ttl=4&iface=br-lan",
+        ]);
+        assert!(!custom.dlna);
+        assert_eq!(custom.lan_interfaces, vec!["br-lan", "eth1"]);
+        assert_eq!(custom.friendly_name.as_deref(), Some("Living room"));
+        let output = custom.channels[0].output.clone().unwrap();
+        assert!(output.rtp);
+        assert_eq!(output.address, "239.10.0.1:5000".parse().unwrap());
+        assert_eq!(output.ttl, 4);
+        assert_eq!(output.interface.as_deref(), Some("br-lan"));
+        assert_eq!(
+            output.to_string(),
+            "rtp://239.10.0.1:5000?ttl=4&iface=br-lan"
+        );
+        let file = file("[channel tv]\nsource = -\noutput = udp://[ff15::1]:1234\n").unwrap();
+        let output = file.channels[0].output.clone().unwrap();
+        assert!(!output.rtp);
+        assert_eq!(output.ttl, 1);
+        assert!(
+            run_error(&["--output", "radio=rtp://239.1.1.1:5000"]).contains("no channel 'radio'")
+        );
+        assert!(run_error(&["--channel", "tv=-", "--output", "tv=http://x/"]).contains("rtp://"));
+        assert!(
+            run_error(&["--channel", "tv=-", "--output", "tv=rtp://239.1.1.1"]).contains("port")
+        );
+        assert!(run_error(&[
+            "--channel",
+            "tv=-",
+            "--output",
+            "tv=rtp://239.1.1.1:1?ttl=0"
+        ])
+        .contains("ttl"));
+        assert!(run_error(&["--friendly-name", &"x".repeat(65)]).contains("1 to 64 bytes"));
+    }
+
+    #[test]
     fn port_mapping_options() {
         use crate::portmap::Method;
         let default = run(&[]);
@@ -2415,7 +2631,7 @@ mod tests {
             ("[channel tv]\nsource = -\nsource = stdin", "ringcast.conf:3: key 'source': given twice in channel 'tv' (first on line 2)"),
             ("[channel tv]\nsource = -\nring_size = 1M\nring_size = 2M", "ringcast.conf:4: key 'ring_size': given twice in channel 'tv' (first on line 3)"),
             ("[channel tv]\nsource = -\nlisten = :80", "ringcast.conf:3: key 'listen' is a global key; put it before the first [channel NAME] section"),
-            ("[channel tv]\nsorce = -", "ringcast.conf:2: unknown key 'sorce' in a channel section; expected source, ring_size, program or service"),
+            ("[channel tv]\nsorce = -", "ringcast.conf:2: unknown key 'sorce' in a channel section; expected source, ring_size, program, service or output"),
             ("[channel tv]\nsource = https://example.com/", "ringcast.conf:2: key 'source': https is not supported; use an http:// source"),
             ("[channel tv]\nsource = -\nring_size = big", "ringcast.conf:3: key 'ring_size': expected a size like 16M, got 'big'"),
         ];

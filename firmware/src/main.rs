@@ -93,6 +93,7 @@ fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
             },
             ring_bytes: DEMO_RING_BYTES,
             program: ProgramSelect::All,
+            output: None,
         }]);
     }
     Ok(config
@@ -103,6 +104,7 @@ fn channel_setups(config: &Config) -> Result<Vec<ChannelSetup>, String> {
             source: channel.source.clone(),
             ring_bytes: channel.ring_bytes.unwrap_or(config.ring_bytes),
             program: channel.program.clone(),
+            output: channel.output.clone(),
         })
         .collect())
 }

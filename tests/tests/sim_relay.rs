@@ -104,6 +104,7 @@ fn relay_with_ring(
         source,
         ring_bytes,
         program: ringcast::config::ProgramSelect::All,
+        output: None,
     };
     let listen = SocketAddr::new(Ipv4Addr::from(RELAY).into(), HTTP_PORT);
     let node = Node::new(

@@ -81,6 +81,8 @@ pub struct ChannelSetup {
     pub ring_bytes: usize,
     /// The program served from a multi-program stream.
     pub program: ProgramSelect,
+    /// Where the channel is also sent as RTP/UDP, if anywhere.
+    pub output: Option<crate::config::OutputConfig>,
 }
 
 /// Per-slot state of an on-demand (udpxy-style) channel.
@@ -355,6 +357,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
                 source: Source::Stdin,
                 ring_bytes: settings.on_demand_ring_bytes,
                 program: ProgramSelect::All,
+                output: None,
             };
             table.push(Rc::new(make_channel(
                 &net,
