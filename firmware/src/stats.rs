@@ -113,6 +113,11 @@ pub struct ChannelStats {
     pub filtered_packets: Counter,
     /// PSI sections dropped for a bad CRC or length.
     pub psi_errors: Counter,
+    /// RTP/UDP output: datagrams and payload bytes sent, and times it was
+    /// lapped by the ring and jumped to the live edge.
+    pub output_datagrams: Counter,
+    pub output_bytes: Counter,
+    pub output_skips: Counter,
 }
 
 /// Daemon-wide counters.

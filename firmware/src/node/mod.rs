@@ -11,6 +11,7 @@
 
 mod http;
 mod ingest;
+pub mod output;
 pub mod portmap;
 mod stream;
 
@@ -101,6 +102,8 @@ pub struct Channel<R: ringcast_hal::Region> {
     pub source: RefCell<String>,
     pub config_source: Option<Source>,
     pub program: ProgramSelect,
+    /// Where the channel is also sent as RTP/UDP (its task is in `output`).
+    pub output: Option<crate::config::OutputConfig>,
     pub ring: RefCell<Ring<R>>,
     pub stats: ChannelStats,
     pub state: Cell<ChannelState>,
@@ -128,8 +131,14 @@ impl<R: ringcast_hal::Region> Channel<R> {
         self.wake_readers();
     }
 
+    /// The waiter slot of the channel's RTP/UDP output task.
+    pub fn output_waiter(&self) -> usize {
+        self.waiters.borrow().len() - 1
+    }
+
     /// Resolves when data past `position` exists or the epoch moved on.
-    fn wait_for_data(
+    /// `worker` is a stream worker's index, or [`Channel::output_waiter`].
+    pub fn wait_for_data(
         &self,
         worker: usize,
         position: u64,
@@ -293,6 +302,7 @@ fn make_channel<N: Net>(
         name: RefCell::new(name),
         config_source: (!on_demand).then_some(setup.source),
         program: setup.program,
+        output: setup.output,
         ring: RefCell::new(Ring::new(region, guard)),
         stats: ChannelStats::default(),
         state: Cell::new(if on_demand {
@@ -303,7 +313,8 @@ fn make_channel<N: Net>(
         epoch: Cell::new(0),
         last_data_ms: Cell::new(0),
         on_demand: on_demand.then(OnDemandSlot::default),
-        waiters: RefCell::new((0..readers_max).map(|_| None).collect()),
+        // One waiter per stream worker, and one for the RTP/UDP output.
+        waiters: RefCell::new((0..=readers_max).map(|_| None).collect()),
     })
 }
 
@@ -393,6 +404,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             + self.settings.readers_max
             + self.channels.len()
             + usize::from(self.peer_listener.borrow().is_some())
+            + self.channels.iter().filter(|c| c.output.is_some()).count()
             + self.portmap.task_count()
     }
 
@@ -441,6 +453,12 @@ pub fn spawn_all<N: Net + 'static, C: Clock + 'static>(
     for index in 0..node.channels.len() {
         let spawned = executor.try_spawn(ingest::ingest_task(node.clone(), index));
         assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    for index in 0..node.channels.len() {
+        if node.channels[index].output.is_some() {
+            let spawned = executor.try_spawn(output::output_task(node.clone(), index));
+            assert!(spawned.is_ok(), "executor sized below the task count");
+        }
     }
     if let Some(listener) = node.peer_listener.borrow_mut().take() {
         let spawned = executor.try_spawn(portmap::peer_listener(node.clone(), listener));
