@@ -382,7 +382,10 @@ pub fn render_playlist<'a>(
 ) -> core::fmt::Result {
     w.write_str("#EXTM3U\n")?;
     for name in names {
-        write!(w, "#EXTINF:-1,{name}\n{base}/channel/{name}.ts\n")?;
+        write!(
+            w,
+            "#EXTINF:-1 tvg-name=\"{name}\" group-title=\"ringcast\",{name}\n{base}/channel/{name}.ts\n"
+        )?;
     }
     Ok(())
 }
@@ -491,8 +494,10 @@ mod tests {
         let text = core::str::from_utf8(w.written()).unwrap();
         assert_eq!(
             text,
-            "#EXTM3U\n#EXTINF:-1,a\nhttp://192.168.1.2:8090/channel/a.ts\n\
-             #EXTINF:-1,b\nhttp://192.168.1.2:8090/channel/b.ts\n"
+            "#EXTM3U\n#EXTINF:-1 tvg-name=\"a\" group-title=\"ringcast\",a\n\
+             http://192.168.1.2:8090/channel/a.ts\n\
+             #EXTINF:-1 tvg-name=\"b\" group-title=\"ringcast\",b\n\
+             http://192.168.1.2:8090/channel/b.ts\n"
         );
     }
 

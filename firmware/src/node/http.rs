@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
 
-use super::{first_of, Either, Node, StreamJob};
+use super::{agent_from, first_of, Agent, Either, Node, StreamJob};
 use crate::lan::{self, ChannelView, DaemonView, Route, StartAt, UrlBase};
 use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::wire::http::{self, HttpError, Method, Status};
@@ -141,10 +141,12 @@ enum Wanted {
         index: usize,
         head_only: bool,
         start: StartAt,
+        agent: Agent,
     },
     OnDemand {
         target: OnDemand,
         head_only: bool,
+        agent: Agent,
     },
     Document {
         route: DocumentRoute,
@@ -168,8 +170,9 @@ fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8
     let head_only = match head.method {
         Method::Get => false,
         Method::Head => true,
-        Method::Other => return Wanted::Error(Status::MethodNotAllowed),
+        Method::Post | Method::Other => return Wanted::Error(Status::MethodNotAllowed),
     };
+    let agent = agent_from(head.header("user-agent"));
     match lan::route(head.path) {
         Route::Channel(name) => {
             let Some(index) = node.channel_by_name(name) else {
@@ -187,11 +190,14 @@ fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8
                 index,
                 head_only,
                 start,
+                agent,
             }
         }
-        Route::OnDemand(target) if node.settings.on_demand_channels > 0 => {
-            Wanted::OnDemand { target, head_only }
-        }
+        Route::OnDemand(target) if node.settings.on_demand_channels > 0 => Wanted::OnDemand {
+            target,
+            head_only,
+            agent,
+        },
         Route::OnDemand(_) | Route::NotFound => Wanted::Error(Status::NotFound),
         Route::BadOnDemand(_) => Wanted::Error(Status::BadRequest),
         Route::Status => Wanted::Document {
@@ -237,7 +243,8 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
             index,
             head_only: false,
             start,
-        } => hand_to_stream_worker(node, stream, response, index, start).await,
+            agent,
+        } => hand_to_stream_worker(node, stream, response, index, start, agent).await,
         // A HEAD (Kodi sends one first) answers without joining the group.
         Wanted::OnDemand {
             head_only: true, ..
@@ -245,9 +252,10 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
         Wanted::OnDemand {
             target,
             head_only: false,
+            agent,
         } => match node.claim_on_demand(target) {
             Some(index) => {
-                hand_to_stream_worker(node, stream, response, index, StartAt::Live).await
+                hand_to_stream_worker(node, stream, response, index, StartAt::Live, agent).await
             }
             None => busy(node, &mut stream, response).await,
         },
@@ -271,11 +279,13 @@ async fn hand_to_stream_worker<N: Net + 'static, C: Clock + 'static>(
     response: &mut [u8],
     channel: usize,
     start: StartAt,
+    agent: Agent,
 ) {
     let job = StreamJob {
         stream,
         channel,
         start,
+        agent,
     };
     if let Err(job) = node.streams.try_give(job) {
         let mut stream = job.stream;

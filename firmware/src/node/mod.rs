@@ -255,6 +255,30 @@ pub struct StreamJob<S> {
     pub stream: S,
     pub channel: usize,
     pub start: crate::lan::StartAt,
+    /// The player's User-Agent, cut to fit (for the log).
+    pub agent: Agent,
+}
+
+/// Bytes of a player's User-Agent kept for the log.
+pub const AGENT_BYTES_MAX: usize = 64;
+
+/// A player's User-Agent, printable ASCII only, cut to fit.
+pub type Agent = heapless::String<AGENT_BYTES_MAX>;
+
+/// The printable part of a User-Agent header value.
+pub fn agent_from(value: Option<&[u8]>) -> Agent {
+    let mut agent = Agent::new();
+    for &byte in value.unwrap_or(b"-") {
+        let printable = if (0x20..0x7f).contains(&byte) {
+            byte
+        } else {
+            b'?'
+        };
+        if agent.push(char::from(printable)).is_err() {
+            break;
+        }
+    }
+    agent
 }
 
 /// The whole relay.

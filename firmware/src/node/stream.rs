@@ -32,13 +32,14 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
     node: Rc<Node<N, C>>,
     worker: usize,
 ) {
-    let mut head = [0u8; 256];
+    let mut head = [0u8; 512];
     let mut preamble = [0u8; PSI_BYTES_MAX];
     loop {
         let StreamJob {
             mut stream,
             channel,
             start,
+            agent,
         } = node.streams.take(worker).await;
         let channel_ref = node.channels[channel].clone();
         if let Some(slot) = channel_ref.on_demand.as_ref() {
@@ -46,6 +47,14 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         }
         channel_ref.stats.readers.increment();
         node.totals.readers.increment();
+        let peer = stream.peer_addr().ok();
+        let started_ms = node.clock.now_ms();
+        let mut sent = 0;
+        log::info!(
+            "channel {}: reader {} started ({agent})",
+            channel_ref.name.borrow(),
+            Peer(peer)
+        );
         let cursor = start_cursor(&node, &channel_ref, start);
         let preamble_length = match start {
             StartAt::Position(_) => 0,
@@ -61,7 +70,8 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
             && write_all(&node, &mut stream, &preamble[..preamble_length]).await
         {
             channel_ref.stats.bytes_out.add(preamble_length as u64);
-            relay(
+            sent = preamble_length as u64;
+            sent += relay(
                 &node,
                 &channel_ref,
                 &mut stream,
@@ -73,8 +83,27 @@ pub async fn stream_worker<N: Net + 'static, C: Clock + 'static>(
         }
         channel_ref.stats.readers.decrement();
         node.totals.readers.decrement();
+        log::info!(
+            "channel {}: reader {} left after {} s ({} bytes)",
+            channel_ref.name.borrow(),
+            Peer(peer),
+            (node.clock.now_ms() - started_ms) / 1000,
+            sent
+        );
         if let Some(slot) = channel_ref.on_demand.as_ref() {
             slot.last_reader_left_ms.set(node.clock.now_ms());
+        }
+    }
+}
+
+/// A reader's address in the log (`-` when the socket no longer knows it).
+struct Peer(Option<SocketAddr>);
+
+impl core::fmt::Display for Peer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(address) => write!(f, "{address}"),
+            None => f.write_str("-"),
         }
     }
 }
@@ -261,7 +290,8 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     worker: usize,
     mut cursor: Cursor,
     preamble: &mut [u8; PSI_BYTES_MAX],
-) {
+) -> u64 {
+    let mut sent = 0u64;
     let epoch = channel.epoch.get();
     let mut psi_generation = channel.ring.borrow().psi_generation();
     let mut progress_ms = node.clock.now_ms();
@@ -271,12 +301,13 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
     };
     loop {
         if channel.epoch.get() != epoch {
-            return;
+            return sent;
         }
         match send_some(channel, stream, cursor) {
             Sent::Bytes(count) => {
                 cursor.position += count as u64;
                 channel.stats.bytes_out.add(count as u64);
+                sent += count as u64;
                 progress_ms = node.clock.now_ms();
                 tail.capture(channel, cursor);
             }
@@ -286,9 +317,10 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                 let deadline_ms = progress_ms + node.settings.stall_timeout_ms;
                 if !write_all_until(node, stream, &tail.bytes[..tail.length], deadline_ms).await {
                     channel.stats.drops.increment();
-                    return;
+                    return sent;
                 }
                 channel.stats.bytes_out.add(tail.length as u64);
+                sent += tail.length as u64;
                 tail.length = 0;
                 cursor = channel.ring.borrow().live_start();
                 // The player knows the tables unless they changed meanwhile.
@@ -303,9 +335,10 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                 };
                 if !write_all_until(node, stream, &preamble[..length], deadline_ms).await {
                     channel.stats.drops.increment();
-                    return;
+                    return sent;
                 }
                 channel.stats.bytes_out.add(length as u64);
+                sent += length as u64;
             }
             Sent::Nothing => channel.wait_for_data(worker, cursor.position, epoch).await,
             Sent::Blocked => {
@@ -318,10 +351,10 @@ async fn relay<N: Net + 'static, C: Clock + 'static>(
                         channel.name.borrow(),
                         node.settings.stall_timeout_ms / 1000
                     );
-                    return;
+                    return sent;
                 }
             }
-            Sent::Gone => return,
+            Sent::Gone => return sent,
         }
     }
 }

@@ -82,6 +82,8 @@ impl From<httparse::Error> for HttpError {
 pub enum Method {
     Get,
     Head,
+    /// SOAP control of the DLNA media server.
+    Post,
     /// Anything else; answered with 405.
     Other,
 }
@@ -148,6 +150,7 @@ pub fn parse_request<'h, 'b>(
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "POST" => Method::Post,
         _ => Method::Other,
     };
     let (path, query) = split_target(target)?;
@@ -606,7 +609,9 @@ pub fn emit_stream_head(
          Content-Type: {content_type}\r\n\
          Cache-Control: no-cache\r\n\
          Connection: close\r\n\
-         Server: {PRODUCT}\r\n"
+         Server: {PRODUCT}\r\n\
+         transferMode.dlna.org: Streaming\r\n\
+         contentFeatures.dlna.org: {DLNA_CONTENT_FEATURES}\r\n"
     )?;
     if let Some((position, preamble)) = position {
         write!(
@@ -617,6 +622,14 @@ pub fn emit_stream_head(
     w.write_str("\r\n")?;
     Ok(())
 }
+
+/// The DLNA 4th field of a live MPEG-TS stream (DLNA guidelines 7.4.1.3):
+/// no profile name (`DLNA.ORG_PN` only when the codec is known for sure),
+/// no seeking (`OP=00`), not transcoded (`CI=0`), and the flags streaming
+/// transfer mode (bit 24), background transfer (22), connection stall (21)
+/// and DLNA 1.5 (20). TVs compare it with the `protocolInfo` of the item.
+pub const DLNA_CONTENT_FEATURES: &str =
+    "DLNA.ORG_OP=00;DLNA.ORG_CI=0;DLNA.ORG_FLAGS=01700000000000000000000000000000";
 
 /// Renders the head of a response with a body of `content_length` bytes.
 /// A 405 also lists the allowed methods, as RFC 9110 §15.5.6 requires.
@@ -697,7 +710,7 @@ mod tests {
     fn request_methods_and_targets() {
         let cases: [(&[u8], Method, &str, Option<&str>); 6] = [
             (b"HEAD / HTTP/1.0\r\n\r\n", Method::Head, "/", None),
-            (b"POST /x? HTTP/1.1\r\n\r\n", Method::Other, "/x", Some("")),
+            (b"POST /x? HTTP/1.1\r\n\r\n", Method::Post, "/x", Some("")),
             (
                 b"GET http://box:8080/ch/1?a=b HTTP/1.1\r\n\r\n",
                 Method::Get,
@@ -930,7 +943,11 @@ mod tests {
             "Connection: close\r\n",
             "Server: ringcast/",
             env!("CARGO_PKG_VERSION"),
-            "\r\n\r\n"
+            "\r\n",
+            "transferMode.dlna.org: Streaming\r\n",
+            "contentFeatures.dlna.org: DLNA.ORG_OP=00;DLNA.ORG_CI=0;",
+            "DLNA.ORG_FLAGS=01700000000000000000000000000000\r\n",
+            "\r\n"
         );
         assert_eq!(bytes, expected.as_bytes());
     }
