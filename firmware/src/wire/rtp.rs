@@ -229,6 +229,27 @@ impl Repr {
     }
 }
 
+/// Writes the plain 12-byte header of an MPEG-TS packet (version 2, payload
+/// type [`PAYLOAD_TYPE_MP2T`], marker 0, no padding, extension or CSRCs) to
+/// the start of `out`, for a payload the caller puts right behind it. Returns
+/// the header length, or `None` (nothing written) if `out` is too short.
+pub fn write_header(out: &mut [u8], sequence: u16, timestamp: u32, ssrc: u32) -> Option<usize> {
+    let header = out.get_mut(..HEADER_BYTES)?;
+    header[0] = VERSION << 6;
+    header[1] = PAYLOAD_TYPE_MP2T;
+    header[2..4].copy_from_slice(&sequence.to_be_bytes());
+    header[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    header[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    Some(HEADER_BYTES)
+}
+
+/// The 90 kHz MP2T timestamp for a clock in milliseconds, offset by `base`
+/// (a random start, RFC 3550 §5.1); it wraps as RTP timestamps do.
+pub fn mp2t_timestamp(now_ms: u64, base: u32) -> u32 {
+    let ticks = now_ms.wrapping_mul(u64::from(MP2T_CLOCK_HZ / 1000));
+    (ticks as u32).wrapping_add(base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +390,69 @@ mod tests {
         assert_eq!(marked.emit(&mut buffer, &[]), Ok(12));
         assert_eq!(buffer[1], 0xA1);
         assert_eq!(repr.emit(&mut buffer[..15], &PLAIN[12..]), Err(Full));
+    }
+
+    #[test]
+    fn written_header_matches_the_golden_packet_and_parses_back() {
+        let mut buffer = [0xFFu8; 16];
+        assert_eq!(
+            write_header(&mut buffer, 0x1234, 123_456, 0xDEAD_BEEF),
+            Some(12)
+        );
+        assert_eq!(&buffer[..12], &PLAIN[..12]);
+        assert_eq!(&buffer[12..], &[0xFF; 4]);
+        buffer[12..].copy_from_slice(&PLAIN[12..]);
+        let p = Packet::new_checked(&buffer[..]).unwrap();
+        assert_eq!(
+            Repr::parse(&p),
+            Repr {
+                marker: false,
+                payload_type: PAYLOAD_TYPE_MP2T,
+                sequence_number: 0x1234,
+                timestamp: 123_456,
+                ssrc: 0xDEAD_BEEF,
+            }
+        );
+        assert_eq!(p.csrc_count(), 0);
+        assert!(!p.padding() && !p.extension());
+        assert_eq!(p.payload(), &PLAIN[12..]);
+    }
+
+    #[test]
+    fn written_header_round_trips_extreme_values() {
+        for (sequence, timestamp, ssrc) in [(0, 0, 0), (u16::MAX, u32::MAX, u32::MAX)] {
+            let mut datagram = [0u8; HEADER_BYTES + 188];
+            assert_eq!(
+                write_header(&mut datagram, sequence, timestamp, ssrc),
+                Some(12)
+            );
+            datagram[12] = 0x47;
+            let p = Packet::new_checked(&datagram[..]).unwrap();
+            assert_eq!(p.version(), VERSION);
+            assert!(!p.marker());
+            assert_eq!(p.payload_type(), PAYLOAD_TYPE_MP2T);
+            assert_eq!(p.sequence_number(), sequence);
+            assert_eq!(p.timestamp(), timestamp);
+            assert_eq!(p.ssrc(), ssrc);
+            assert_eq!(p.payload().len(), 188);
+            assert_eq!(p.payload()[0], 0x47);
+        }
+    }
+
+    #[test]
+    fn short_buffer_gets_no_header() {
+        let mut buffer = [0xFFu8; 11];
+        assert_eq!(write_header(&mut buffer, 1, 2, 3), None);
+        assert_eq!(buffer, [0xFF; 11]);
+    }
+
+    #[test]
+    fn timestamp_counts_90_khz_from_a_random_base_and_wraps() {
+        assert_eq!(mp2t_timestamp(0, 7), 7);
+        assert_eq!(mp2t_timestamp(1000, 7), 90_007);
+        assert_eq!(mp2t_timestamp(1, u32::MAX), 89);
+        // 2^32 ms are 90 * 2^32 ticks: whole wraps, back where it started.
+        let period_ms = 1u64 << 32;
+        assert_eq!(mp2t_timestamp(period_ms + 5, 3), mp2t_timestamp(5, 3));
     }
 }
