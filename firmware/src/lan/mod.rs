@@ -8,7 +8,10 @@
 //!   on-demand multicast (see `wire::udpxy`);
 //! - `/playlist.m3u`: every channel, as absolute URLs on the address the player
 //!   reached us on;
-//! - `/status`: JSON counters; `/`: a small HTML status page.
+//! - `/status`: JSON counters; `/metrics`: the same for Prometheus
+//!   ([`metrics`]); `/`: a small HTML status page.
+
+pub mod metrics;
 
 use core::fmt::Write;
 use core::net::SocketAddr;
@@ -26,6 +29,7 @@ pub enum Route<'a> {
     BadOnDemand(UdpxyError),
     Playlist,
     Status,
+    Metrics,
     Index,
     NotFound,
 }
@@ -36,6 +40,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/" | "/index.html" => return Route::Index,
         "/status" | "/status.json" => return Route::Status,
         "/playlist.m3u" | "/playlist.m3u8" => return Route::Playlist,
+        "/metrics" => return Route::Metrics,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/channel/") {

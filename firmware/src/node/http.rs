@@ -9,6 +9,7 @@ use std::rc::Rc;
 use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
 
 use super::{agent_from, first_of, Agent, Either, Node, StreamJob};
+use crate::lan::metrics::SsdpNumbers;
 use crate::lan::{self, ChannelView, DaemonView, Route, StartAt, UrlBase};
 use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::wire::http::{self, HttpError, Method, Status};
@@ -160,6 +161,8 @@ enum DocumentRoute {
     Status,
     Index,
     Playlist,
+    /// One family of `/metrics` (see `lan::metrics::FAMILIES`).
+    Metrics(usize),
 }
 
 fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8]) -> Wanted {
@@ -212,6 +215,10 @@ fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8
             route: DocumentRoute::Playlist,
             head_only,
         },
+        Route::Metrics => Wanted::Document {
+            route: DocumentRoute::Metrics(0),
+            head_only,
+        },
     }
 }
 
@@ -259,6 +266,10 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
             }
             None => busy(node, &mut stream, response).await,
         },
+        Wanted::Document {
+            route: DocumentRoute::Metrics(_),
+            head_only,
+        } => send_metrics(node, &mut stream, response, head_only).await,
         Wanted::Document { route, head_only } => {
             send_document(node, &mut stream, response, route, head_only).await
         }
@@ -423,6 +434,12 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
     };
     match route {
         DocumentRoute::Status => lan::render_status_json(&mut w, &daemon, views())?,
+        DocumentRoute::Metrics(family) => {
+            match lan::metrics::render_family(&mut w, family, &daemon, ssdp_numbers(node), views) {
+                Some(rendered) => rendered?,
+                None => return Ok(0),
+            }
+        }
         DocumentRoute::Index => lan::render_index_html(&mut w, &base, &daemon, views())?,
         DocumentRoute::Playlist => {
             let names = borrowed[..node.static_channels]
@@ -454,6 +471,7 @@ async fn send_document<N: Net + 'static, C: Clock + 'static>(
         DocumentRoute::Status => "application/json",
         DocumentRoute::Index => "text/html; charset=utf-8",
         DocumentRoute::Playlist => "audio/x-mpegurl",
+        DocumentRoute::Metrics(_) => lan::metrics::CONTENT_TYPE,
     };
     let mut w = SliceWriter::new(head_part);
     if http::emit_response_head(&mut w, Status::Ok, content_type, body_length, None).is_err() {
@@ -469,6 +487,44 @@ async fn send_document<N: Net + 'static, C: Clock + 'static>(
         HEAD_ROOM + body_length
     };
     write_all(node, stream, &response[start..end]).await;
+}
+
+/// The SSDP announcer's counters, for `/metrics`.
+fn ssdp_numbers<N: Net + 'static, C: Clock + 'static>(_node: &Node<N, C>) -> SsdpNumbers {
+    SsdpNumbers::default()
+}
+
+/// Sends `/metrics` family by family, each rendered into `response` and
+/// written before the next: any number of channels fits. The body ends
+/// when the connection closes (no Content-Length), as HTTP/1.1 allows.
+async fn send_metrics<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+    head_only: bool,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let mut w = SliceWriter::new(response);
+    if http::emit_open_ended_head(&mut w, lan::metrics::CONTENT_TYPE).is_err() {
+        return;
+    }
+    let length = w.len();
+    if !write_all(node, stream, &response[..length]).await || head_only {
+        return;
+    }
+    for family in 0.. {
+        match render_document(node, DocumentRoute::Metrics(family), local, response) {
+            Ok(0) => return,
+            Ok(length) => {
+                if !write_all(node, stream, &response[..length]).await {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {

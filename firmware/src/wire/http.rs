@@ -631,6 +631,18 @@ pub fn emit_stream_head(
 pub const DLNA_CONTENT_FEATURES: &str =
     "DLNA.ORG_OP=00;DLNA.ORG_CI=0;DLNA.ORG_FLAGS=01700000000000000000000000000000";
 
+/// Renders the head of a `200` whose body ends when the connection closes
+/// (a document written in pieces).
+pub fn emit_open_ended_head(w: &mut SliceWriter<'_>, content_type: &str) -> Result<(), EmitError> {
+    check_field_value(content_type)?;
+    write!(
+        w,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\nServer: {PRODUCT}\r\n\r\n"
+    )?;
+    Ok(())
+}
+
 /// Renders the head of a response with a body of `content_length` bytes.
 /// A 405 also lists the allowed methods, as RFC 9110 §15.5.6 requires.
 pub fn emit_response_head(
