@@ -36,6 +36,38 @@ pub const LIMITS: StoreLimits = StoreLimits {
 pub const PORTMAP_PCP: &str = "portmap_pcp";
 pub const PORTMAP_PCP_LAN_HTTP: &str = "portmap_pcp_http";
 
+/// The DLNA SystemUpdateID and the channel list it was counted for.
+pub const DLNA_UPDATE_ID: &str = "dlna_update_id";
+
+/// The DLNA content's SystemUpdateID for this channel list: the stored one
+/// if the list is the one it was counted for, else one more (and the store
+/// remembers the new list; the caller commits). TVs cache a server's
+/// content and look again when this number changes.
+pub fn content_update_id<F: Flash>(
+    store: &mut RecordStore<F>,
+    names: &[&str],
+) -> Result<u32, StoreError<F::Error>> {
+    let hash = names_hash(names);
+    let (id, stored_hash) = store.get_as::<(u32, u64)>(DLNA_UPDATE_ID).unwrap_or((0, 0));
+    if stored_hash == hash && id != 0 {
+        return Ok(id);
+    }
+    let next = id.wrapping_add(1).max(1);
+    store.put_as(DLNA_UPDATE_ID, &(next, hash))?;
+    Ok(next)
+}
+
+/// FNV-1a over the names, in order, each ended by a zero byte.
+fn names_hash(names: &[&str]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for name in names {
+        for byte in name.bytes().chain(core::iter::once(0)) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// Records the running node reads and writes after start-up, through the
 /// store `main` keeps open (object-safe, so the driver needs no flash type).
 pub trait Persist {
@@ -215,6 +247,17 @@ mod tests {
         assert_eq!(second.dlna_uuid, first.dlna_uuid);
         assert_eq!(second.friendly_name, first.friendly_name);
         assert_eq!(second.boots, 2);
+    }
+
+    #[test]
+    fn update_id_changes_with_the_channel_list_only() {
+        let (mut store, _) = RecordStore::open(flash(), LIMITS).expect("open");
+        let first = content_update_id(&mut store, &["tv", "radio"]).unwrap();
+        assert_eq!(first, 1);
+        assert_eq!(content_update_id(&mut store, &["tv", "radio"]).unwrap(), 1);
+        assert_eq!(content_update_id(&mut store, &["radio", "tv"]).unwrap(), 2);
+        assert_eq!(content_update_id(&mut store, &["radio"]).unwrap(), 3);
+        assert_eq!(content_update_id(&mut store, &["radio"]).unwrap(), 3);
     }
 
     #[test]
