@@ -11,7 +11,9 @@
 //! - `/status`: JSON counters; `/metrics`: the same for Prometheus
 //!   ([`metrics`]); `/`: a small HTML status page.
 
+pub mod dlna;
 pub mod metrics;
+pub mod ssdp;
 
 use core::fmt::Write;
 use core::net::SocketAddr;
