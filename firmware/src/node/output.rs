@@ -25,7 +25,9 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::task::Poll;
 use std::rc::Rc;
 
-use ringcast_hal::{Clock, Error as _, MulticastInterface, Net, Rng as _, UdpSocket as _};
+use ringcast_hal::{
+    Clock, Error as _, ErrorKind, MulticastInterface, Net, Rng as _, UdpSocket as _,
+};
 
 use super::{first_of, Channel, Node};
 use crate::config::OutputConfig;
@@ -166,11 +168,11 @@ pub async fn output_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
                 short = None;
                 if let Some(held) = lap_log.open(now_ms) {
                     log::warn!(
-                        "channel {}: output fell {} KiB behind the ring and jumped to the live \
-                         edge ({} more times since the last warning)",
+                        "channel {}: output skipped {} KiB the ring no longer holds (lapped, or \
+                         the source restarted) and went on from the live edge ({held} more \
+                         skips since the last warning)",
                         channel.name.borrow(),
-                        behind / 1024,
-                        held
+                        behind.div_ceil(1024),
                     );
                 }
                 continue;
@@ -219,13 +221,12 @@ pub async fn output_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
             Err(error) => {
                 dropped += 1;
                 if let Some(held) = error_log.open(now_ms) {
-                    let full = error.is_would_block();
                     log::warn!(
                         "channel {}: output to {} dropped a datagram: {} ({dropped} dropped \
                          so far, {held} since the last warning)",
                         channel.name.borrow(),
                         config.address,
-                        SendFailure(&error, full),
+                        send_failure(error.kind()),
                     );
                 }
             }
@@ -238,16 +239,18 @@ pub async fn output_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
     }
 }
 
-/// Why a send failed, for the log (no allocation).
-struct SendFailure<'e, E>(&'e E, bool);
-
-impl<E: core::fmt::Display> core::fmt::Display for SendFailure<'_, E> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.1 {
-            f.write_str("the socket's send buffer is full")
-        } else {
-            self.0.fmt(f)
-        }
+/// Why a send failed, for the log. The OS's own message is not used: turning
+/// an errno into text allocates, and this may be logged for as long as the
+/// fault lasts.
+fn send_failure(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::WouldBlock | ErrorKind::Interrupted => "the socket's send buffer is full",
+        ErrorKind::AddrNotAvailable => "no route to it (network or host unreachable)",
+        ErrorKind::PermissionDenied => "not permitted (a firewall rule?)",
+        ErrorKind::OutOfMemory => "the kernel has no buffer space",
+        ErrorKind::ConnectionRefused => "refused (ICMP port unreachable)",
+        ErrorKind::InvalidInput => "the kernel rejects the address",
+        _ => "a send error",
     }
 }
 
