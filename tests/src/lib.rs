@@ -17,13 +17,18 @@
 //! - [`ts`]: MPEG-TS helpers: alignment, PAT/PMT, PCR bitrate, contiguity.
 //! - [`senders`]: paced UDP/RTP, HTTP source server, TCP pusher, pipe writer.
 //! - [`netns`]: network-namespace guard and per-thread `setns`.
+//! - [`lanbed`]: a switch, a server and a client namespace for the LAN
+//!   (SSDP, DLNA, multicast output) tests, and an SSDP listener.
+//! - [`pyenv`]: the Python venv tools (upnp-client, prometheus-client).
 
 pub mod check;
 pub mod daemon;
 pub mod http;
 pub mod igd;
+pub mod lanbed;
 pub mod media;
 pub mod netns;
+pub mod pyenv;
 pub mod reader;
 pub mod senders;
 pub mod ts;
