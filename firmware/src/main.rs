@@ -10,7 +10,9 @@ use std::rc::Rc;
 
 use ringcast::alloc_count::CountingAllocator;
 use ringcast::config::{self, Command, Config, ProgramSelect, SendMode, Source};
+use ringcast::lan::ssdp::{self, Announcer};
 use ringcast::node::portmap::PortmapShared;
+use ringcast::node::ssdp::SsdpShared;
 use ringcast::node::{self, ChannelSetup, Node, Settings, ZeroCopy};
 use ringcast::portmap::{self, Mapper, PcpRecord};
 use ringcast::state::{self, NodeState};
@@ -221,6 +223,33 @@ fn port_mapping<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static
     PortmapShared::new(peer, lan_http, config.portmap_interface.clone())
 }
 
+/// Sets up SSDP for the DLNA MediaServer, or leaves it off.
+fn ssdp_setup<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static>(
+    config: &Config,
+    node: &Node<N, C>,
+) -> SsdpShared {
+    if !config.dlna {
+        log::info!("dlna: off (--dlna off); TVs will not list this box by themselves");
+        return SsdpShared::disabled();
+    }
+    if node.listen_address.ip().is_loopback() {
+        log::info!(
+            "dlna: off, as the HTTP port listens on {} only (use --listen 0.0.0.0:PORT for TVs)",
+            node.listen_address.ip()
+        );
+        return SsdpShared::disabled();
+    }
+    let settings = ssdp::Config::new(
+        node.state.dlna_uuid_text(),
+        node.listen_address.port(),
+        node.state.boots,
+    );
+    let mut seed = [0u8; 8];
+    fill_random(&mut seed);
+    let announcer = Announcer::new(settings, u64::from_le_bytes(seed));
+    SsdpShared::new(announcer, config.lan_interfaces.clone())
+}
+
 /// Standard input as a non-blocking stream, if a channel reads it.
 fn stdin_stream(reactor: &Reactor, wanted: bool) -> Result<Option<linux::Stream>, String> {
     if !wanted {
@@ -338,6 +367,7 @@ fn start(config: &Config) -> Result<(), String> {
     node.state_path = state_path;
     node.store = std::cell::RefCell::new(store);
     node.portmap = port_mapping(config, &node);
+    node.ssdp = ssdp_setup(config, &node);
     let node = Rc::new(node);
     let signals = signal_pipe(&reactor)?;
     let stop = Rc::new(std::cell::Cell::new(false));
@@ -347,20 +377,23 @@ fn start(config: &Config) -> Result<(), String> {
     assert!(spawned.is_ok(), "executor sized for the signal task");
     announce(&node);
     event_loop(&reactor, &mut executor, &stop)?;
-    finish_port_mapping(&reactor, &mut executor, &node)
+    finish_before_exit(&reactor, &mut executor, &node)
 }
 
-/// Deletes the mappings on the router before exit, within a bounded time.
-fn finish_port_mapping(
+/// Deletes the mappings on the router and sends SSDP's byebye before exit,
+/// within a bounded time.
+fn finish_before_exit(
     reactor: &Reactor,
     executor: &mut Executor,
     node: &Node<LinuxNet, LinuxClock>,
 ) -> Result<(), String> {
     node.portmap.request_stop();
+    node.ssdp.request_stop();
     let deadline = reactor.now_ms() + node::portmap::SHUTDOWN_MS + 500;
     loop {
         executor.run_ready();
-        if node.portmap.is_finished() || reactor.now_ms() >= deadline {
+        let finished = node.portmap.is_finished() && node.ssdp.is_finished();
+        if finished || reactor.now_ms() >= deadline {
             return Ok(());
         }
         let timeout_ms = if executor.has_ready() {

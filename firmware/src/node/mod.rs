@@ -13,6 +13,7 @@ mod http;
 mod ingest;
 pub mod output;
 pub mod portmap;
+pub mod ssdp;
 mod stream;
 
 use core::cell::{Cell, RefCell};
@@ -306,6 +307,8 @@ pub struct Node<N: Net + 'static, C: Clock + 'static> {
     peer_listener: RefCell<Option<N::Listener>>,
     /// Port mapping: the mappers until they start, and their reports.
     pub portmap: portmap::PortmapShared,
+    /// SSDP of the DLNA MediaServer: the announcer until it starts, counters.
+    pub ssdp: ssdp::SsdpShared,
 }
 
 fn make_channel<N: Net>(
@@ -419,6 +422,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             store: RefCell::new(None),
             peer_listener: RefCell::new(peer_listener),
             portmap: portmap::PortmapShared::disabled(),
+            ssdp: ssdp::SsdpShared::disabled(),
         })
     }
 
@@ -430,6 +434,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             + usize::from(self.peer_listener.borrow().is_some())
             + self.channels.iter().filter(|c| c.output.is_some()).count()
             + self.portmap.task_count()
+            + self.ssdp.task_count()
     }
 
     /// The index of a static channel by name.
@@ -490,6 +495,10 @@ pub fn spawn_all<N: Net + 'static, C: Clock + 'static>(
     }
     for (mapper, mapping) in node.portmap.take_mappers() {
         let spawned = executor.try_spawn(portmap::portmap_task(node.clone(), mapper, mapping));
+        assert!(spawned.is_ok(), "executor sized below the task count");
+    }
+    if let Some(announcer) = node.ssdp.take_announcer() {
+        let spawned = executor.try_spawn(ssdp::ssdp_task(node.clone(), announcer));
         assert!(spawned.is_ok(), "executor sized below the task count");
     }
 }
