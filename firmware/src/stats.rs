@@ -118,6 +118,8 @@ pub struct ChannelStats {
     pub output_datagrams: Counter,
     pub output_bytes: Counter,
     pub output_skips: Counter,
+    /// Output datagrams the socket did not take (dropped, never waited for).
+    pub output_drops: Counter,
 }
 
 /// Daemon-wide counters.

@@ -679,6 +679,16 @@ fn change_membership(fd: BorrowedFd<'_>, membership: &Membership, join: bool) ->
     }
 }
 
+impl Udp {
+    /// True for an IPv6 (dual-stack) socket.
+    fn is_ipv6(&self) -> bool {
+        matches!(
+            rnet::getsockname(self.io.fd()).map(|a| a.address_family()),
+            Ok(AddressFamily::INET6)
+        )
+    }
+}
+
 impl crate::UdpSocket for Udp {
     type Error = Error;
 
@@ -704,19 +714,38 @@ impl crate::UdpSocket for Udp {
     }
 
     fn set_multicast_ttl(&self, ttl: u32) -> Result<()> {
+        if self.is_ipv6() {
+            // A dual-stack socket: the hop limit for IPv6 groups, and the
+            // TTL for IPv4 ones (through mapped addresses) where allowed.
+            sockopt::set_ipv6_multicast_hops(self.io.fd(), ttl)?;
+            let _ = sockopt::set_ip_multicast_ttl(self.io.fd(), ttl);
+            return Ok(());
+        }
         Ok(sockopt::set_ip_multicast_ttl(self.io.fd(), ttl)?)
     }
 
     fn set_multicast_interface(&self, interface: MulticastInterface) -> Result<()> {
         let fd = self.io.fd();
         let any = Ipv4Addr::UNSPECIFIED;
-        match interface {
+        let v4 = || match interface {
             MulticastInterface::Any => Ok(sockopt::set_ip_multicast_if(fd, &any)?),
             MulticastInterface::Address(address) => Ok(sockopt::set_ip_multicast_if(fd, &address)?),
             MulticastInterface::Index(index) => Ok(sockopt::set_ip_multicast_if_with_ifindex(
                 fd, &any, &any, index,
             )?),
+        };
+        if self.is_ipv6() {
+            // IPv6 groups go out of the interface by index; IPv4 ones (on
+            // this dual-stack socket) by the IPv4 option, where allowed.
+            match interface {
+                MulticastInterface::Index(index) => sockopt::set_ipv6_multicast_if(fd, index)?,
+                MulticastInterface::Any => sockopt::set_ipv6_multicast_if(fd, 0)?,
+                MulticastInterface::Address(_) => {}
+            }
+            let _ = v4();
+            return Ok(());
         }
+        v4()
     }
 
     fn set_receive_buffer_bytes(&self, bytes: usize) -> Result<()> {

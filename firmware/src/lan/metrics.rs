@@ -71,6 +71,7 @@ enum ChannelMetric {
     OutputBytes,
     OutputDatagrams,
     OutputSkips,
+    OutputDrops,
 }
 
 /// One metric family: name, type, help text and where its samples are.
@@ -114,7 +115,7 @@ const GAUGE: &str = "gauge";
 const COUNTER: &str = "counter";
 
 /// Every family `/metrics` shows, in order.
-pub const FAMILIES: [Family; 33] = [
+pub const FAMILIES: [Family; 34] = [
     daemon(
         "ringcast_info",
         GAUGE,
@@ -313,6 +314,12 @@ pub const FAMILIES: [Family; 33] = [
         "Times the RTP/UDP output jumped to the live edge.",
         ChannelMetric::OutputSkips,
     ),
+    channel(
+        "ringcast_channel_output_drops_total",
+        COUNTER,
+        "RTP/UDP output datagrams the socket did not take.",
+        ChannelMetric::OutputDrops,
+    ),
 ];
 
 /// Every port-mapping state, for the one-hot `ringcast_portmap_state`.
@@ -399,6 +406,7 @@ fn channel_value(metric: ChannelMetric, channel: &ChannelView<'_>) -> u64 {
         ChannelMetric::OutputBytes => stats.output_bytes.get(),
         ChannelMetric::OutputDatagrams => stats.output_datagrams.get(),
         ChannelMetric::OutputSkips => stats.output_skips.get(),
+        ChannelMetric::OutputDrops => stats.output_drops.get(),
     }
 }
 

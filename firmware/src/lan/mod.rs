@@ -289,7 +289,8 @@ fn render_channel_json(w: &mut SliceWriter<'_>, channel: &ChannelView<'_>) -> co
          \"skips\":{},\"drops\":{},\"errors\":{},\"garbage_bytes\":{},\"sync_losses\":{},\
          \"resyncs\":{},\"cc_errors\":{},\"pcr_jumps\":{},\"discontinuities\":{},\
          \"keyframes\":{},\"withheld_bytes\":{},\"filtered_packets\":{},\"psi_errors\":{},\
-         \"reconnects\":{},\"ring_bytes\":{},\"timeshift_s\":{}}}",
+         \"reconnects\":{},\"ring_bytes\":{},\"timeshift_s\":{},\"output_datagrams\":{},\
+         \"output_bytes\":{},\"output_skips\":{},\"output_drops\":{}}}",
         channel.state.word(),
         channel.input_bps,
         stats.bytes_in.get(),
@@ -311,6 +312,10 @@ fn render_channel_json(w: &mut SliceWriter<'_>, channel: &ChannelView<'_>) -> co
         stats.reconnects.get(),
         channel.ring_bytes,
         channel.timeshift_s,
+        stats.output_datagrams.get(),
+        stats.output_bytes.get(),
+        stats.output_skips.get(),
+        stats.output_drops.get(),
     )
 }
 

@@ -220,6 +220,7 @@ pub async fn output_task<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
             }
             Err(error) => {
                 dropped += 1;
+                channel.stats.output_drops.increment();
                 if let Some(held) = error_log.open(now_ms) {
                     log::warn!(
                         "channel {}: output to {} dropped a datagram: {} ({dropped} dropped \
