@@ -146,6 +146,7 @@ fn settings(config: &Config, net: &LinuxNet) -> Settings {
         reader_send_buffer_bytes: READER_SEND_BUFFER_BYTES,
         peer_port: config.peer_port,
         portmap_check_ms: u64::from(config.portmap_check_s) * 1000,
+        dlna: config.dlna,
     }
 }
 
@@ -362,7 +363,14 @@ fn start(config: &Config) -> Result<(), String> {
     let seed = u64::from(std::process::id()) << 32 | reactor.now_ms();
     let mut node = Node::new(net, clock, settings, config.listen, setups, stdin, seed)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
-    let (state, state_path, store) = open_state(config.state_dir.as_deref());
+    let names = channel_names(&node);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut state, state_path, store, update_id) = open_state(config.state_dir.as_deref(), &names);
+    if let Some(name) = &config.friendly_name {
+        state.friendly_name.clear();
+        let _ = state.friendly_name.push_str(name);
+    }
+    node.dlna_update_id.set(update_id);
     node.state = state;
     node.state_path = state_path;
     node.store = std::cell::RefCell::new(store);
@@ -437,7 +445,7 @@ type Store = Option<Box<dyn state::Persist>>;
 /// counts the boot. Any failure is logged and leaves an identity that lasts
 /// until the process exits; a store from a newer ringcast is not touched.
 /// The store stays open for the records written while running.
-fn open_state(dir: Option<&Path>) -> (NodeState, String, Store) {
+fn open_state(dir: Option<&Path>, channels: &[&str]) -> (NodeState, String, Store, u32) {
     let uname = rustix::system::uname();
     let hostname = uname.nodename().to_string_lossy();
     let ephemeral = || {
@@ -445,6 +453,7 @@ fn open_state(dir: Option<&Path>) -> (NodeState, String, Store) {
             NodeState::ephemeral(&mut fill_random, &hostname),
             String::new(),
             None,
+            1,
         )
     };
     let Some(dir) = dir else {
@@ -486,10 +495,11 @@ fn open_state(dir: Option<&Path>) -> (NodeState, String, Store) {
             log::warn!("state: {shown}: no intact copy; starting with a new identity and DLNA UUID")
         }
     }
-    let state = match NodeState::load_or_create(&mut store, &mut fill_random, &hostname)
-        .and_then(|state| store.commit().map(|()| state))
-    {
-        Ok(state) => state,
+    let loaded = NodeState::load_or_create(&mut store, &mut fill_random, &hostname)
+        .and_then(|state| Ok((state, state::content_update_id(&mut store, channels)?)))
+        .and_then(|loaded| store.commit().map(|()| loaded));
+    let (state, update_id) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             log::error!("state: {shown}: {error}; nothing is kept this run");
             return ephemeral();
@@ -502,7 +512,17 @@ fn open_state(dir: Option<&Path>) -> (NodeState, String, Store) {
         state.friendly_name,
         state.boots
     );
-    (state, shown, Some(Box::new(store)))
+    (state, shown, Some(Box::new(store)), update_id)
+}
+
+/// The static channels' names, for the DLNA SystemUpdateID.
+fn channel_names<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static>(
+    node: &Node<N, C>,
+) -> Vec<String> {
+    node.channels[..node.static_channels]
+        .iter()
+        .map(|channel| channel.name.borrow().clone())
+        .collect()
 }
 
 /// Sets `stop` when SIGTERM or SIGINT arrives (through the signal pipe).

@@ -65,6 +65,7 @@ fn settings(readers_max: usize) -> Settings {
         reader_send_buffer_bytes: 64 * 1024,
         peer_port: 0,
         portmap_check_ms: 300_000,
+        dlna: false,
     }
 }
 

@@ -8,6 +8,8 @@
 //!   on-demand multicast (see `wire::udpxy`);
 //! - `/playlist.m3u`: every channel, as absolute URLs on the address the player
 //!   reached us on;
+//! - `/dlna/...`: the DLNA MediaServer's documents and SOAP control
+//!   ([`dlna`]; announced over SSDP by [`ssdp`]);
 //! - `/status`: JSON counters; `/metrics`: the same for Prometheus
 //!   ([`metrics`]); `/`: a small HTML status page.
 
@@ -33,7 +35,19 @@ pub enum Route<'a> {
     Status,
     Metrics,
     Index,
+    /// A DLNA document: the device description or an SCPD.
+    DlnaDocument(DlnaDocument),
+    /// SOAP control of a DLNA service (POST).
+    DlnaControl(dlna::Service),
     NotFound,
+}
+
+/// The DLNA documents served with GET.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DlnaDocument {
+    Description,
+    ContentDirectoryScpd,
+    ConnectionManagerScpd,
 }
 
 /// Maps a request path (without query) to a [`Route`].
@@ -43,6 +57,19 @@ pub fn route(path: &str) -> Route<'_> {
         "/status" | "/status.json" => return Route::Status,
         "/playlist.m3u" | "/playlist.m3u8" => return Route::Playlist,
         "/metrics" => return Route::Metrics,
+        dlna::DESCRIPTION_PATH => return Route::DlnaDocument(DlnaDocument::Description),
+        dlna::CONTENT_DIRECTORY_SCPD_PATH => {
+            return Route::DlnaDocument(DlnaDocument::ContentDirectoryScpd)
+        }
+        dlna::CONNECTION_MANAGER_SCPD_PATH => {
+            return Route::DlnaDocument(DlnaDocument::ConnectionManagerScpd)
+        }
+        dlna::CONTENT_DIRECTORY_CONTROL_PATH => {
+            return Route::DlnaControl(dlna::Service::ContentDirectory)
+        }
+        dlna::CONNECTION_MANAGER_CONTROL_PATH => {
+            return Route::DlnaControl(dlna::Service::ConnectionManager)
+        }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/channel/") {

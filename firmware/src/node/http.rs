@@ -3,6 +3,7 @@
 //! `lan::route`, answers documents itself and hands stream requests to a
 //! stream worker. Every connection is `Connection: close`.
 
+use core::fmt::Write as _;
 use core::net::SocketAddr;
 use std::rc::Rc;
 
@@ -10,7 +11,7 @@ use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
 
 use super::{agent_from, first_of, Agent, Either, Node, StreamJob};
 use crate::lan::metrics::SsdpNumbers;
-use crate::lan::{self, ChannelView, DaemonView, Route, StartAt, UrlBase};
+use crate::lan::{self, dlna, ChannelView, DaemonView, DlnaDocument, Route, StartAt, UrlBase};
 use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::wire::http::{self, HttpError, Method, Status};
 use crate::wire::udpxy::OnDemand;
@@ -104,6 +105,37 @@ async fn read_head<N: Net + 'static, C: Clock + 'static>(
     }
 }
 
+/// Reads the rest of a request body: `have` bytes of `buffer` are read so
+/// far, the head is `head_length` of them, and the body is `body_length`
+/// bytes (already checked against the buffer). Bounded by the header
+/// timeout. Returns the body's range in `buffer`.
+async fn read_body<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    buffer: &mut [u8],
+    mut have: usize,
+    head_length: usize,
+    body_length: usize,
+) -> Option<core::ops::Range<usize>> {
+    let end = head_length + body_length;
+    assert!(end <= buffer.len(), "body length checked by the caller");
+    let deadline_ms = node.clock.now_ms() + node.settings.header_timeout_ms;
+    while have < end {
+        match stream.read(&mut buffer[have..end]) {
+            Ok(0) => return None,
+            Ok(count) => have += count,
+            Err(error) if error.is_would_block() => {
+                let ready = first_of(stream.readable(), node.clock.sleep_until(deadline_ms)).await;
+                if let Either::Right(()) = ready {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(head_length..end)
+}
+
 /// Writes all of `bytes`, giving up at the header timeout.
 pub(super) async fn write_all<N: Net + 'static, C: Clock + 'static>(
     node: &Node<N, C>,
@@ -153,8 +185,21 @@ enum Wanted {
         route: DocumentRoute,
         head_only: bool,
     },
+    /// SOAP control: the body follows the head.
+    Control {
+        service: dlna::Service,
+        head_length: usize,
+        body_length: usize,
+        soap_action: SoapAction,
+    },
     Error(Status),
 }
+
+/// Bytes of a SOAPACTION header kept.
+const SOAP_ACTION_BYTES_MAX: usize = 160;
+
+/// A request's SOAPACTION header, copied out of the request buffer.
+type SoapAction = heapless::Vec<u8, SOAP_ACTION_BYTES_MAX>;
 
 #[derive(Clone, Copy)]
 enum DocumentRoute {
@@ -163,20 +208,28 @@ enum DocumentRoute {
     Playlist,
     /// One family of `/metrics` (see `lan::metrics::FAMILIES`).
     Metrics(usize),
+    Dlna(DlnaDocument),
 }
 
 fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8]) -> Wanted {
     let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
-    let Ok(Some((head, _))) = http::parse_request(request, &mut headers) else {
+    let Ok(Some((head, head_length))) = http::parse_request(request, &mut headers) else {
         return Wanted::Error(Status::BadRequest);
     };
+    let route = lan::route(head.path);
+    if let (Method::Post, Route::DlnaControl(service)) = (head.method, route) {
+        if !node.settings.dlna {
+            return Wanted::Error(Status::NotFound);
+        }
+        return control_request(&head, head_length, service);
+    }
     let head_only = match head.method {
         Method::Get => false,
         Method::Head => true,
         Method::Post | Method::Other => return Wanted::Error(Status::MethodNotAllowed),
     };
     let agent = agent_from(head.header("user-agent"));
-    match lan::route(head.path) {
+    match route {
         Route::Channel(name) => {
             let Some(index) = node.channel_by_name(name) else {
                 return Wanted::Error(Status::NotFound);
@@ -219,6 +272,50 @@ fn decide<N: Net + 'static, C: Clock + 'static>(node: &Node<N, C>, request: &[u8
             route: DocumentRoute::Metrics(0),
             head_only,
         },
+        Route::DlnaDocument(_) | Route::DlnaControl(_) if !node.settings.dlna => {
+            Wanted::Error(Status::NotFound)
+        }
+        Route::DlnaDocument(document) => Wanted::Document {
+            route: DocumentRoute::Dlna(document),
+            head_only,
+        },
+        Route::DlnaControl(_) => Wanted::Error(Status::MethodNotAllowed),
+    }
+}
+
+/// Checks a SOAP control request's head: a Content-Length within the
+/// body limit (and no chunked body) is needed.
+fn control_request(
+    head: &http::RequestHead<'_, '_>,
+    head_length: usize,
+    service: dlna::Service,
+) -> Wanted {
+    if head.header("transfer-encoding").is_some() {
+        return Wanted::Error(Status::LengthRequired);
+    }
+    let Some(length) = head.header("content-length") else {
+        return Wanted::Error(Status::LengthRequired);
+    };
+    let length = core::str::from_utf8(length)
+        .ok()
+        .and_then(|l| l.trim().parse::<usize>().ok());
+    let Some(body_length) = length else {
+        return Wanted::Error(Status::BadRequest);
+    };
+    if body_length > dlna::BODY_BYTES_MAX {
+        return Wanted::Error(Status::PayloadTooLarge);
+    }
+    let mut soap_action = SoapAction::new();
+    if let Some(value) = head.header("soapaction") {
+        if soap_action.extend_from_slice(value).is_err() {
+            return Wanted::Error(Status::BadRequest);
+        }
+    }
+    Wanted::Control {
+        service,
+        head_length,
+        body_length,
+        soap_action,
     }
 }
 
@@ -228,7 +325,7 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
     request: &mut [u8],
     response: &mut [u8],
 ) {
-    let length = match read_head(node, &mut stream, request).await {
+    let length = match read_head(node, &mut stream, &mut request[..HTTP_HEADER_BYTES_MAX]).await {
         HeadRead::Complete(length) => length,
         HeadRead::TooLarge => {
             node.totals.http_bad_request.increment();
@@ -272,6 +369,20 @@ async fn serve_connection<N: Net + 'static, C: Clock + 'static>(
         } => send_metrics(node, &mut stream, response, head_only).await,
         Wanted::Document { route, head_only } => {
             send_document(node, &mut stream, response, route, head_only).await
+        }
+        Wanted::Control {
+            service,
+            head_length,
+            body_length,
+            soap_action,
+        } => {
+            let Some(body) =
+                read_body(node, &mut stream, request, length, head_length, body_length).await
+            else {
+                return node.totals.connections_dropped.increment();
+            };
+            let action = (!soap_action.is_empty()).then_some(&soap_action[..]);
+            send_control(node, &mut stream, response, service, action, &request[body]).await;
         }
         Wanted::Error(status) => {
             if status == Status::NotFound {
@@ -434,6 +545,23 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
     };
     match route {
         DocumentRoute::Status => lan::render_status_json(&mut w, &daemon, views())?,
+        DocumentRoute::Dlna(DlnaDocument::Description) => {
+            let mut presentation = heapless::String::<64>::new();
+            let _ = write!(presentation, "{base}/");
+            let device = dlna::Device {
+                friendly_name: &node.state.friendly_name,
+                uuid: &node.state.dlna_uuid_text(),
+                version: env!("CARGO_PKG_VERSION"),
+                presentation_url: &presentation,
+            };
+            dlna::render_description(&mut w, &device)?
+        }
+        DocumentRoute::Dlna(DlnaDocument::ContentDirectoryScpd) => {
+            dlna::render_content_directory_scpd(&mut w)?
+        }
+        DocumentRoute::Dlna(DlnaDocument::ConnectionManagerScpd) => {
+            dlna::render_connection_manager_scpd(&mut w)?
+        }
         DocumentRoute::Metrics(family) => {
             match lan::metrics::render_family(&mut w, family, &daemon, ssdp_numbers(node), views) {
                 Some(rendered) => rendered?,
@@ -472,6 +600,7 @@ async fn send_document<N: Net + 'static, C: Clock + 'static>(
         DocumentRoute::Index => "text/html; charset=utf-8",
         DocumentRoute::Playlist => "audio/x-mpegurl",
         DocumentRoute::Metrics(_) => lan::metrics::CONTENT_TYPE,
+        DocumentRoute::Dlna(_) => XML_CONTENT_TYPE,
     };
     let mut w = SliceWriter::new(head_part);
     if http::emit_response_head(&mut w, Status::Ok, content_type, body_length, None).is_err() {
@@ -487,6 +616,85 @@ async fn send_document<N: Net + 'static, C: Clock + 'static>(
         HEAD_ROOM + body_length
     };
     write_all(node, stream, &response[start..end]).await;
+}
+
+/// The Content-Type of DLNA documents and SOAP answers (UPnP DA 1.0 §2.11).
+const XML_CONTENT_TYPE: &str = "text/xml; charset=\"utf-8\"";
+
+/// Bytes of one channel's stream URL in a Browse answer.
+const ITEM_URL_BYTES_MAX: usize = 160;
+
+/// Answers a SOAP control request: the action's answer (200) or a UPnP
+/// fault (500), rendered from the static channels.
+async fn send_control<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    stream: &mut N::Stream,
+    response: &mut [u8],
+    service: dlna::Service,
+    soap_action: Option<&[u8]>,
+    body: &[u8],
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    const HEAD_ROOM: usize = 512;
+    let (head_part, body_part) = response.split_at_mut(HEAD_ROOM);
+    let rendered = render_control(node, local, service, soap_action, body, body_part);
+    let Ok((status, body_length)) = rendered else {
+        return send_status(node, stream, response, Status::InternalServerError).await;
+    };
+    let status = if status == dlna::STATUS_OK {
+        Status::Ok
+    } else {
+        Status::InternalServerError
+    };
+    let mut w = SliceWriter::new(head_part);
+    if http::emit_response_head(&mut w, status, XML_CONTENT_TYPE, body_length, None).is_err() {
+        return;
+    }
+    let head_length = w.len();
+    response.copy_within(0..head_length, HEAD_ROOM - head_length);
+    write_all(
+        node,
+        stream,
+        &response[HEAD_ROOM - head_length..HEAD_ROOM + body_length],
+    )
+    .await;
+}
+
+/// Renders a control answer into `body`: (HTTP status, length).
+fn render_control<N: Net + 'static, C: Clock + 'static>(
+    node: &Node<N, C>,
+    local: SocketAddr,
+    service: dlna::Service,
+    soap_action: Option<&[u8]>,
+    request: &[u8],
+    body: &mut [u8],
+) -> Result<(u16, usize), crate::wire::Full> {
+    let base = UrlBase(local);
+    let names: BorrowedTexts<'_> = node.channels[..node.static_channels]
+        .iter()
+        .map(|c| c.name.borrow())
+        .collect();
+    let mut urls: heapless::Vec<heapless::String<ITEM_URL_BYTES_MAX>, { dlna::ITEMS_MAX }> =
+        heapless::Vec::new();
+    for name in names.iter().take(dlna::ITEMS_MAX) {
+        let mut url = heapless::String::new();
+        let _ = write!(url, "{base}/channel/{}.ts", name.as_str());
+        let _ = urls.push(url);
+    }
+    let mut items: heapless::Vec<dlna::Item<'_>, { dlna::ITEMS_MAX }> = heapless::Vec::new();
+    for (index, (name, url)) in names.iter().zip(urls.iter()).enumerate() {
+        let _ = items.push(dlna::Item {
+            id_index: index,
+            title: name.as_str(),
+            url: url.as_str(),
+        });
+    }
+    let library = dlna::slice_library(&items, node.dlna_update_id.get(), &node.state.friendly_name);
+    let mut w = SliceWriter::new(body);
+    let status = dlna::render_control(&mut w, service, soap_action, request, &library)?;
+    Ok((status, w.len()))
 }
 
 /// The SSDP announcer's counters, for `/metrics`.

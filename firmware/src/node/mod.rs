@@ -74,6 +74,8 @@ pub struct Settings {
     pub peer_port: u16,
     /// How often port mappings are checked (for the log's wording).
     pub portmap_check_ms: u64,
+    /// Serve the DLNA MediaServer (documents and SOAP control).
+    pub dlna: bool,
 }
 
 /// A channel definition for [`Node::new`].
@@ -301,6 +303,8 @@ pub struct Node<N: Net + 'static, C: Clock + 'static> {
     pub state: NodeState,
     /// Where the state is kept, for `/status` ("" when it is not kept).
     pub state_path: String,
+    /// The DLNA content's SystemUpdateID (moves when the channel list does).
+    pub dlna_update_id: Cell<u32>,
     /// The state store, kept open for records written while running.
     pub store: RefCell<Option<Box<dyn crate::state::Persist>>>,
     /// The peer port's listener, until [`spawn_all`] starts its task.
@@ -419,6 +423,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
             stdin: RefCell::new(stdin),
             state: NodeState::ephemeral(&mut seeded_bytes(seed), "ringcast"),
             state_path: String::new(),
+            dlna_update_id: Cell::new(1),
             store: RefCell::new(None),
             peer_listener: RefCell::new(peer_listener),
             portmap: portmap::PortmapShared::disabled(),

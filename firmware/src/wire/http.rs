@@ -498,6 +498,10 @@ pub enum Status {
     MethodNotAllowed,
     RequestTimeout,
     RangeNotSatisfiable,
+    /// A request body larger than the resource takes.
+    PayloadTooLarge,
+    /// A body without Content-Length.
+    LengthRequired,
     HeaderFieldsTooLarge,
     InternalServerError,
     ServiceUnavailable,
@@ -512,6 +516,8 @@ impl Status {
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
             Status::RangeNotSatisfiable => 416,
+            Status::PayloadTooLarge => 413,
+            Status::LengthRequired => 411,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::ServiceUnavailable => 503,
@@ -527,6 +533,8 @@ impl Status {
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
             Status::RangeNotSatisfiable => "Range Not Satisfiable",
+            Status::PayloadTooLarge => "Content Too Large",
+            Status::LengthRequired => "Length Required",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::ServiceUnavailable => "Service Unavailable",
