@@ -270,7 +270,7 @@ const CONTENT_DIRECTORY_ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "X_GetFeatureList",
-        arguments: &[output("FeatureList", "A_ARG_TYPE_Featurelist")],
+        arguments: &[output("FeatureList", "A_ARG_TYPE_FeatureList")],
     },
 ];
 
@@ -283,7 +283,7 @@ const CONTENT_DIRECTORY_VARIABLES: &[VariableSpec] = &[
     variable("A_ARG_TYPE_Index", "ui4"),
     variable("A_ARG_TYPE_Count", "ui4"),
     variable("A_ARG_TYPE_UpdateID", "ui4"),
-    variable("A_ARG_TYPE_Featurelist", "string"),
+    variable("A_ARG_TYPE_FeatureList", "string"),
     variable("SearchCapabilities", "string"),
     variable("SortCapabilities", "string"),
     evented("SystemUpdateID", "ui4"),
@@ -782,6 +782,9 @@ impl<'a> Walk<'a> {
                     } else if self.depth == self.action_depth {
                         self.done = true;
                     }
+                } else if self.body_depth == Some(self.depth) {
+                    // `Body` ended empty: nothing after it is the action.
+                    self.done = true;
                 }
                 self.depth = self.depth.saturating_sub(1);
             }
@@ -1577,8 +1580,13 @@ mod tests {
         assert_eq!(read, Err(SoapFault::InvalidAction));
         let read = parse_request(Service::ContentDirectory, None, b"");
         assert_eq!(read, Err(SoapFault::InvalidAction));
-        let read = parse_request(Service::ContentDirectory, None, b"<a><Body></Body></a>");
-        assert_eq!(read, Err(SoapFault::InvalidAction));
+        for body in [
+            &b"<a><Body></Body></a>"[..],
+            b"<a><Body/><x><GetSystemUpdateID/></x></a>",
+        ] {
+            let read = parse_request(Service::ContentDirectory, None, body);
+            assert_eq!(read, Err(SoapFault::InvalidAction));
+        }
     }
 
     #[test]
