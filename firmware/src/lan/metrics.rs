@@ -16,15 +16,6 @@ use crate::wire::SliceWriter;
 /// The `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// SSDP numbers, when the announcer runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SsdpNumbers {
-    pub searches: u64,
-    pub answers: u64,
-    pub answers_dropped: u64,
-    pub notifies: u64,
-}
-
 /// What a family's samples come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -351,9 +342,9 @@ fn daemon_samples(
     name: &str,
     metric: DaemonMetric,
     daemon: &DaemonView<'_>,
-    ssdp: SsdpNumbers,
 ) -> core::fmt::Result {
     let portmap = daemon.portmap;
+    let ssdp = daemon.ssdp;
     let value = match metric {
         DaemonMetric::Info => {
             w.write_str(name)?;
@@ -416,24 +407,22 @@ pub fn render_family<'a, I: Iterator<Item = ChannelView<'a>>>(
     w: &mut SliceWriter<'_>,
     family: usize,
     daemon: &DaemonView<'_>,
-    ssdp: SsdpNumbers,
     channels: impl FnOnce() -> I,
 ) -> Option<core::fmt::Result> {
     let family = FAMILIES.get(family)?;
-    Some(render(w, family, daemon, ssdp, channels))
+    Some(render(w, family, daemon, channels))
 }
 
 fn render<'a, I: Iterator<Item = ChannelView<'a>>>(
     w: &mut SliceWriter<'_>,
     family: &Family,
     daemon: &DaemonView<'_>,
-    ssdp: SsdpNumbers,
     channels: impl FnOnce() -> I,
 ) -> core::fmt::Result {
     writeln!(w, "# HELP {} {}", family.name, family.help)?;
     writeln!(w, "# TYPE {} {}", family.name, family.kind)?;
     match family.source {
-        Source::Daemon(metric) => daemon_samples(w, family.name, metric, daemon, ssdp),
+        Source::Daemon(metric) => daemon_samples(w, family.name, metric, daemon),
         Source::Channel(metric) => {
             for channel in channels() {
                 w.write_str(family.name)?;
@@ -472,6 +461,7 @@ mod tests {
             portmap: &portmap,
             portmap_lan_http: None,
             now_ms: 0,
+            ssdp: Default::default(),
         };
         let mut text = String::new();
         let mut buffer = vec![0u8; crate::limits::RESPONSE_BYTES_MAX];
@@ -488,7 +478,7 @@ mod tests {
                     stats,
                 })
             };
-            match render_family(&mut w, family, &daemon, SsdpNumbers::default(), views) {
+            match render_family(&mut w, family, &daemon, views) {
                 None => break,
                 Some(result) => result.unwrap(),
             }

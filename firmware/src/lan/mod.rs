@@ -201,6 +201,8 @@ pub struct DaemonView<'a> {
     pub portmap_lan_http: Option<&'a crate::portmap::Report>,
     /// The clock the reports' lease times use.
     pub now_ms: u64,
+    /// The SSDP announcer's counters (zero when DLNA is off).
+    pub ssdp: ssdp::SsdpCounters,
 }
 
 /// Writes an address as a JSON string, or `null`.
@@ -382,6 +384,18 @@ pub fn render_status_json<'a>(
         totals.http_not_found.get(),
         totals.connections_dropped.get(),
     )?;
+    let ssdp = daemon.ssdp;
+    write!(
+        w,
+        "\"ssdp\":{{\"searches\":{},\"answers\":{},\"answers_dropped\":{},\"notifies\":{},\
+         \"malformed\":{},\"off_subnet\":{}}},",
+        ssdp.searches,
+        ssdp.answers,
+        ssdp.answers_dropped,
+        ssdp.notifies,
+        ssdp.malformed,
+        ssdp.off_subnet
+    )?;
     write!(w, "\"peer_port\":{},\"portmap\":", daemon.peer_port)?;
     render_portmap_json(w, daemon.portmap, daemon.now_ms)?;
     if let Some(report) = daemon.portmap_lan_http {
@@ -447,9 +461,22 @@ pub fn render_index_html<'a>(
         daemon.totals.readers.get()
     )?;
     render_portmap_html(w, daemon.peer_port, daemon.portmap)?;
+    w.write_str("<p>TVs (DLNA): ")?;
+    write_html_escaped(w, daemon.friendly_name)?;
+    write!(
+        w,
+        " &middot; searches {} &middot; answers {} ({} held back by the rate limit) \
+         &middot; announcements {}</p>",
+        daemon.ssdp.searches,
+        daemon.ssdp.answers,
+        daemon.ssdp.answers_dropped,
+        daemon.ssdp.notifies
+    )?;
     w.write_str(
         "<table><tr><th>Channel</th><th>Source</th><th>State</th><th>Input kbit/s</th>\
-         <th>Readers</th><th>Skips</th><th>Drops</th><th>Errors</th><th>Garbage bytes</th></tr>",
+         <th>Bytes in</th><th>Bytes out</th><th>Readers</th><th>Peers</th><th>Skips</th>\
+         <th>Drops</th><th>Errors</th><th>CC errors</th><th>Garbage bytes</th>\
+         <th>RTP/UDP out bytes</th></tr>",
     )?;
     for channel in channels {
         w.write_str("<tr><td><a href=\"")?;
@@ -462,14 +489,19 @@ pub fn render_index_html<'a>(
         let stats = channel.stats;
         write!(
             w,
-            "</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>0</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             channel.state.word(),
             channel.input_bps / 1000,
+            stats.bytes_in.get(),
+            stats.bytes_out.get(),
             stats.readers.get(),
             stats.skips.get(),
             stats.drops.get(),
             stats.errors.get(),
-            stats.garbage_bytes.get()
+            stats.cc_errors.get(),
+            stats.garbage_bytes.get(),
+            stats.output_bytes.get()
         )?;
     }
     w.write_str("</table></body></html>\n")
@@ -562,6 +594,7 @@ mod tests {
             portmap: &portmap,
             portmap_lan_http: None,
             now_ms: 0,
+            ssdp: Default::default(),
         };
         let view = || ChannelView {
             name: "a",

@@ -10,7 +10,6 @@ use std::rc::Rc;
 use ringcast_hal::{Clock, Error as _, Net, TcpListener as _, TcpStream as _};
 
 use super::{agent_from, first_of, Agent, Either, Node, StreamJob};
-use crate::lan::metrics::SsdpNumbers;
 use crate::lan::{self, dlna, ChannelView, DaemonView, DlnaDocument, Route, StartAt, UrlBase};
 use crate::limits::{HTTP_HEADERS_MAX, HTTP_HEADER_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::wire::http::{self, HttpError, Method, Status};
@@ -522,6 +521,7 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
         portmap: &node.portmap.peer.borrow(),
         portmap_lan_http: lan_http_report.as_deref(),
         now_ms: node.clock.now_ms(),
+        ssdp: node.ssdp.counters(),
     };
     let now_ms = node.clock.now_ms();
     let base = UrlBase(local);
@@ -563,7 +563,7 @@ fn render_document<N: Net + 'static, C: Clock + 'static>(
             dlna::render_connection_manager_scpd(&mut w)?
         }
         DocumentRoute::Metrics(family) => {
-            match lan::metrics::render_family(&mut w, family, &daemon, ssdp_numbers(node), views) {
+            match lan::metrics::render_family(&mut w, family, &daemon, views) {
                 Some(rendered) => rendered?,
                 None => return Ok(0),
             }
@@ -695,11 +695,6 @@ fn render_control<N: Net + 'static, C: Clock + 'static>(
     let mut w = SliceWriter::new(body);
     let status = dlna::render_control(&mut w, service, soap_action, request, &library)?;
     Ok((status, w.len()))
-}
-
-/// The SSDP announcer's counters, for `/metrics`.
-fn ssdp_numbers<N: Net + 'static, C: Clock + 'static>(_node: &Node<N, C>) -> SsdpNumbers {
-    SsdpNumbers::default()
 }
 
 /// Sends `/metrics` family by family, each rendered into `response` and
