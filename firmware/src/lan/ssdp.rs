@@ -27,7 +27,7 @@ use crate::wire::{Full, SliceWriter};
 /// `SERVER` product tokens (UDA 1.1 §1.2.2: `OS/version UPnP/1.1 product/version`).
 pub const SERVER: &str = ssdp::USER_AGENT;
 /// Where the device description is served on the LAN HTTP port.
-pub const DESCRIPTION_PATH: &str = "/dlna/description.xml";
+pub const DESCRIPTION_PATH: &str = super::dlna::DESCRIPTION_PATH;
 /// How long control points may keep an announcement (UDA asks for >= 1800 s).
 pub const MAX_AGE_S: u32 = 1800;
 /// `CONFIGID.UPNP.ORG`: changes only when the description documents change.
