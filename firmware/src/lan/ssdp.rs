@@ -239,7 +239,8 @@ pub struct SsdpCounters {
     pub searches: u64,
     /// Answers sent.
     pub answers: u64,
-    /// Answers not sent: over a rate limit or the queue was full.
+    /// Answers not sent: over a rate limit, the queue was full, or the same
+    /// answer to the same searcher was already waiting.
     pub answers_dropped: u64,
     /// `NOTIFY` datagrams sent (alive and byebye).
     pub notifies: u64,
@@ -431,8 +432,10 @@ impl Announcer {
         }
         self.lans = lans;
         let lans = &self.lans;
+        let queued = self.answers.len();
         self.answers
             .retain(|answer| lans.iter().any(|l| l.interface.address == answer.via));
+        self.counters.answers_dropped += (queued - self.answers.len()) as u64;
         changes
     }
 
@@ -574,6 +577,7 @@ impl Announcer {
             .any(|a| a.to == to && a.via == via && a.target == target && a.version == version);
         if duplicate {
             // Already on its way: a resent search needs no second copy.
+            self.counters.answers_dropped += 1;
             return;
         }
         if self.answers.is_full() || !self.bucket.refill(now_ms, ANSWERS_PER_S, ANSWERS_BURST) {
@@ -1190,7 +1194,7 @@ mod tests {
         announcer.handle_datagram(5001, TV, &search("ssdp:all", 5));
         announcer.handle_datagram(5002, TV, &search(NTS[2], 5));
         assert_eq!(answers(&mut announcer, 5000).len(), 5);
-        assert_eq!(announcer.counters().answers_dropped, 0);
+        assert_eq!(announcer.counters().answers_dropped, 6);
         // Once answered, the next search is answered again.
         announcer.handle_datagram(20_000, TV, &search(NTS[2], 1));
         assert_eq!(answers(&mut announcer, 20_000).len(), 1);
@@ -1264,6 +1268,7 @@ mod tests {
         let changes = announcer.set_interfaces(80_001, &[interface(4, WIFI, 16)]);
         assert_eq!(&changes.removed[..], &[interface(3, LAN, 24)]);
         assert!(changes.added.is_empty());
+        assert_eq!(announcer.counters().answers_dropped, 5);
         let late: Vec<_> = answers(&mut announcer, 80_001)
             .into_iter()
             .filter(|(_, t, _)| t.to == TV)
