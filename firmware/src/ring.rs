@@ -521,6 +521,24 @@ pub(crate) mod test_support {
 
     pub(crate) struct VecRegion(pub(crate) Vec<u8>);
 
+    /// `count` TS packets, each carrying its index (from `first_index`) in
+    /// bytes 1..9, so tests can tell which packet a reader got.
+    pub(crate) fn numbered_packets(count: usize, first_index: usize) -> Vec<u8> {
+        let packet_bytes = crate::limits::TS_PACKET_BYTES;
+        let mut bytes = vec![0u8; count * packet_bytes];
+        for (i, packet) in bytes.chunks_mut(packet_bytes).enumerate() {
+            packet[0] = 0x47;
+            packet[1..9].copy_from_slice(&((first_index + i) as u64).to_le_bytes());
+        }
+        bytes
+    }
+
+    /// A ring of `chunks` chunks on the heap, with a half-chunk guard.
+    pub(crate) fn vec_ring(chunks: usize) -> super::Ring<VecRegion> {
+        let chunk_bytes = crate::limits::CHUNK_BYTES;
+        super::Ring::new(VecRegion(vec![0; chunks * chunk_bytes]), chunk_bytes / 2)
+    }
+
     impl Region for VecRegion {
         fn as_mut_slice(&mut self) -> &mut [u8] {
             &mut self.0
@@ -534,21 +552,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use test_support::VecRegion;
-
-    fn packets(count: usize, first_index: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; count * TS_PACKET_BYTES];
-        for (i, packet) in bytes.chunks_mut(TS_PACKET_BYTES).enumerate() {
-            packet[0] = 0x47;
-            packet[1..9].copy_from_slice(&((first_index + i) as u64).to_le_bytes());
-        }
-        bytes
-    }
-
-    fn ring(chunks: usize) -> Ring<VecRegion> {
-        let bytes = chunks * CHUNK_BYTES;
-        Ring::new(VecRegion(vec![0; bytes]), CHUNK_BYTES / 2)
-    }
+    use test_support::{numbered_packets as packets, vec_ring as ring, VecRegion};
 
     fn collect(ring: &Ring<VecRegion>, cursor: Cursor) -> Vec<u8> {
         match ring.readable(cursor, usize::MAX) {

@@ -323,20 +323,7 @@ fn yield_now() -> impl Future<Output = ()> {
 mod tests {
     use super::*;
     use crate::limits::CHUNK_BYTES;
-    use crate::ring::test_support::VecRegion;
-
-    fn packets(count: usize, first_index: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; count * TS_PACKET_BYTES];
-        for (i, packet) in bytes.chunks_mut(TS_PACKET_BYTES).enumerate() {
-            packet[0] = 0x47;
-            packet[1..9].copy_from_slice(&((first_index + i) as u64).to_le_bytes());
-        }
-        bytes
-    }
-
-    fn ring(chunks: usize) -> Ring<VecRegion> {
-        Ring::new(VecRegion(vec![0; chunks * CHUNK_BYTES]), CHUNK_BYTES / 2)
-    }
+    use crate::ring::test_support::{numbered_packets as packets, vec_ring as ring};
 
     #[test]
     fn takes_at_most_a_datagram_of_whole_packets() {
