@@ -4,6 +4,9 @@
 //! ```text
 //!  srv [eth0 192.168.60.10] ── [p-srv] br [br0] [p-cli] ── [eth0 192.168.60.20] cli
 //!       (ringcast)                 (a switch)                 (TV, players, control points)
+//!
+//!  with a second LAN ([`Lanbed::with_second_lan`]):
+//!  srv [eth1 192.168.61.10] ── [p-srv1] br [br1] [p-tv] ── [eth0 192.168.61.20] tv
 //! ```
 //!
 //! The switch namespace holds a bridge without IGMP snooping, so SSDP and RTP
@@ -29,6 +32,8 @@ use crate::media::run_with_timeout;
 
 /// The LAN prefix (ringcast's host .10, the client .20).
 pub const LAN_PREFIX: &str = "192.168.60";
+/// The second LAN's prefix (ringcast's host .10 on eth1, the TV .20).
+pub const LAN2_PREFIX: &str = "192.168.61";
 /// The HTTP port ringcast listens on in the server namespace.
 pub const HTTP_PORT: u16 = 8090;
 /// The LAN interface name in both hosts.
@@ -48,6 +53,8 @@ pub enum Host {
     Server,
     /// A LAN client: the TV, players and control points.
     Client,
+    /// A client on the second LAN (only with [`Lanbed::with_second_lan`]).
+    Tv,
 }
 
 impl Host {
@@ -58,6 +65,7 @@ impl Host {
             Host::Switch => "br",
             Host::Server => "srv",
             Host::Client => "cli",
+            Host::Tv => "tv",
         }
     }
 }
@@ -103,6 +111,81 @@ impl Lanbed {
         };
         bed.build();
         bed
+    }
+
+    /// The test bed plus a second LAN: the server's `eth1` and a TV host on
+    /// their own bridge (`br1`) in the switch namespace.
+    pub fn with_second_lan() -> Lanbed {
+        let mut bed = Lanbed::new();
+        let tv = bed.ns(Host::Tv);
+        run_ok("ip", &["netns", "add", &tv]);
+        bed.created.push(tv.clone());
+        bed.ip(Host::Tv, &["link", "set", "lo", "up"]);
+        bed.ip(
+            Host::Switch,
+            &[
+                "link",
+                "add",
+                "br1",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        );
+        bed.ip(Host::Switch, &["link", "set", "br1", "up"]);
+        let server = bed.ns(Host::Server);
+        for (port, ns, dev, host, last) in [
+            ("p-srv1", &server, "eth1", Host::Server, 10),
+            ("p-tv", &tv, LAN_IF, Host::Tv, 20),
+        ] {
+            bed.ip(
+                Host::Switch,
+                &[
+                    "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns,
+                ],
+            );
+            bed.ip(Host::Switch, &["link", "set", port, "master", "br1", "up"]);
+            let cidr = format!("{LAN2_PREFIX}.{last}/24");
+            bed.ip(host, &["addr", "add", &cidr, "dev", dev]);
+            bed.ip(host, &["link", "set", dev, "multicast", "on"]);
+            bed.ip(host, &["link", "set", dev, "up"]);
+        }
+        // The TV's multicast goes out of its only interface; the server keeps
+        // its multicast route on eth0 (the daemon picks the interface for
+        // each datagram itself).
+        let src = format!("{LAN2_PREFIX}.20");
+        bed.ip(
+            Host::Tv,
+            &["route", "add", "224.0.0.0/4", "dev", LAN_IF, "src", &src],
+        );
+        let up = crate::wait_for(Duration::from_secs(5), || {
+            let out = bed.ip(Host::Switch, &["-o", "link", "show", "master", "br1"]);
+            (out.lines().count() == 2 && out.lines().all(|l| l.contains("state UP"))).then_some(())
+        });
+        assert!(up.is_some(), "second bridge's ports did not come up");
+        bed.wait_connected_route(Host::Server, "eth1", LAN2_PREFIX);
+        bed.wait_connected_route(Host::Tv, LAN_IF, LAN2_PREFIX);
+        bed
+    }
+
+    /// Waits until `host` has its connected route `PREFIX.0/24` on `dev`
+    /// (without `linkdown`): a daemon reads its interfaces from the routing
+    /// table at start, and would miss a LAN whose carrier is not up yet.
+    fn wait_connected_route(&self, host: Host, dev: &str, prefix: &str) {
+        let want = format!("{prefix}.0/24");
+        let ready = crate::wait_for(Duration::from_secs(5), || {
+            let out = self.ip(host, &["-4", "route", "show", "dev", dev]);
+            out.lines()
+                .any(|l| l.starts_with(&want) && !l.contains("linkdown"))
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "{}: no connected route {want} on {dev}:\n{}",
+            self.ns(host),
+            self.ip(host, &["-4", "route"])
+        );
     }
 
     fn build(&mut self) {
@@ -162,6 +245,8 @@ impl Lanbed {
             (out.lines().count() == 2 && out.lines().all(|l| l.contains("state UP"))).then_some(())
         });
         assert!(up.is_some(), "bridge ports did not come up");
+        self.wait_connected_route(Host::Server, LAN_IF, LAN_PREFIX);
+        self.wait_connected_route(Host::Client, LAN_IF, LAN_PREFIX);
     }
 
     /// The namespace name of `host`.
@@ -175,6 +260,16 @@ impl Lanbed {
 
     pub fn client_ip(&self) -> Ipv4Addr {
         format!("{LAN_PREFIX}.20").parse().unwrap()
+    }
+
+    /// The server's address on the second LAN.
+    pub fn server_ip2(&self) -> Ipv4Addr {
+        format!("{LAN2_PREFIX}.10").parse().unwrap()
+    }
+
+    /// The TV's address on the second LAN.
+    pub fn tv_ip(&self) -> Ipv4Addr {
+        format!("{LAN2_PREFIX}.20").parse().unwrap()
     }
 
     /// ringcast's HTTP address as LAN clients reach it.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringcast::lan::ssdp::SEARCHER_ANSWERS_PER_S;
+use ringcast::lan::ssdp::{ANSWERS_BURST, ANSWERS_PER_S, SEARCHER_ANSWERS_PER_S};
 use ringcast_tests::daemon::json_u64;
 use ringcast_tests::http::raw_request;
 use ringcast_tests::lanbed::{m_search, ssdp_header, Datagram, Host, Lanbed, SsdpListener};
@@ -81,8 +81,18 @@ fn expected_nts(uuid: &str) -> Vec<(String, String)> {
 
 /// One raw HTTP exchange from the client host to ringcast's LAN address.
 fn client_raw(bed: &Lanbed, request: Vec<u8>, head_only: bool) -> Result<HttpResponse, String> {
-    let addr = bed.server_http();
-    bed.run_on(Host::Client, move || {
+    raw_from(bed, Host::Client, bed.server_http(), request, head_only)
+}
+
+/// One raw HTTP exchange from `host` to `addr`.
+fn raw_from(
+    bed: &Lanbed,
+    host: Host,
+    addr: SocketAddr,
+    request: Vec<u8>,
+    head_only: bool,
+) -> Result<HttpResponse, String> {
+    bed.run_on(host, move || {
         raw_request(addr, &request, head_only, Duration::from_secs(10))
     })
 }
@@ -188,9 +198,48 @@ fn upnp_error_code(body: &str) -> Option<u32> {
 /// `upnp-client [--strict] ARGS` in the client host; stdout, or a panic with
 /// everything it printed.
 fn upnp_client(bed: &Lanbed, args: &[&str], limit: Duration) -> String {
+    upnp_client_on(bed, Host::Client, args, limit)
+}
+
+/// One SSDP answer as upnp-client prints it (header names in lower case).
+type SearchAnswer = serde_json::Map<String, serde_json::Value>;
+
+/// `upnp-client search` for `st` from `bind` in `host` (3 s): the answers,
+/// and everything it printed.
+fn upnp_search(bed: &Lanbed, host: Host, bind: Ipv4Addr, st: &str) -> (Vec<SearchAnswer>, String) {
+    let bind = bind.to_string();
+    let stdout = upnp_client_on(
+        bed,
+        host,
+        &[
+            "--timeout",
+            "3",
+            "search",
+            "--bind",
+            &bind,
+            "--search_target",
+            st,
+        ],
+        Duration::from_secs(10),
+    );
+    let answers = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.as_object().cloned())
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect()
+        })
+        .collect();
+    (answers, stdout)
+}
+
+/// `upnp-client ARGS` in `host`.
+fn upnp_client_on(bed: &Lanbed, host: Host, args: &[&str], limit: Duration) -> String {
     let tool = pyenv::upnp_client();
     let out = bed
-        .run_in(Host::Client, limit, &tool.to_string_lossy(), args)
+        .run_in(host, limit, &tool.to_string_lossy(), args)
         .unwrap_or_else(|e| panic!("upnp-client {args:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -514,31 +563,8 @@ fn real_ssdp_client_finds_media_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let client_ip = bed.client_ip().to_string();
-    let stdout = upnp_client(
-        &bed,
-        &[
-            "--timeout",
-            "3",
-            "search",
-            "--bind",
-            &client_ip,
-            "--search_target",
-            MEDIA_SERVER,
-        ],
-        Duration::from_secs(10),
-    );
+    let (answers, stdout) = upnp_search(&bed, Host::Client, bed.client_ip(), MEDIA_SERVER);
     println!("upnp-client search:\n{stdout}");
-    let answers: Vec<serde_json::Map<String, serde_json::Value>> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.as_object().cloned())
-        .map(|m| {
-            m.into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect()
-        })
-        .collect();
     let ours: Vec<_> = answers
         .iter()
         .filter(|a| a["usn"].as_str().is_some_and(|u| u.contains(&uuid)))
@@ -1382,17 +1408,31 @@ struct Flood {
 }
 
 /// Sends `count` M-SEARCH (ssdp:all, MX 1) to the SSDP group from the
-/// client at about `rate` per second and counts the unicast answers until
-/// `settle` after the last one.
-fn msearch_flood(bed: &Lanbed, count: u64, rate: u64, settle: Duration) -> Flood {
-    let client = bed.client_ip();
-    let socket = bed.run_on(Host::Client, move || {
-        UdpSocket::bind((client, 0)).expect("bind the flood socket")
+/// client, round-robin from `sources` (addresses of the client), at about
+/// `rate` per second, and counts the unicast answers until `settle` after
+/// the last one.
+fn msearch_flood(
+    bed: &Lanbed,
+    sources: &[Ipv4Addr],
+    count: u64,
+    rate: u64,
+    settle: Duration,
+) -> Flood {
+    let sources = sources.to_vec();
+    let sockets: Vec<UdpSocket> = bed.run_on(Host::Client, move || {
+        sources
+            .iter()
+            .map(|ip| UdpSocket::bind((*ip, 0)).expect("bind a flood socket"))
+            .collect()
     });
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let receiver = socket.try_clone().expect("clone socket");
+    let receivers: Vec<UdpSocket> = sockets
+        .iter()
+        .map(|s| {
+            let r = s.try_clone().expect("clone socket");
+            r.set_nonblocking(true).expect("nonblocking");
+            r
+        })
+        .collect();
     let done = Arc::new(AtomicBool::new(false));
     let counter = {
         let done = done.clone();
@@ -1402,14 +1442,17 @@ fn msearch_flood(bed: &Lanbed, count: u64, rate: u64, settle: Duration) -> Flood
             let mut buf = [0u8; 2048];
             let hard_stop = Instant::now() + Duration::from_secs(30);
             while !done.load(Ordering::Relaxed) && Instant::now() < hard_stop {
-                if let Ok((n, _)) = receiver.recv_from(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if text.starts_with("HTTP/1.1 200") {
-                        answers += 1;
-                        let st = ssdp_header(&text, "ST").unwrap_or("-").to_string();
-                        *sts.entry(st).or_insert(0) += 1;
+                for receiver in &receivers {
+                    while let Ok((n, _)) = receiver.recv_from(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.starts_with("HTTP/1.1 200") {
+                            answers += 1;
+                            let st = ssdp_header(&text, "ST").unwrap_or("-").to_string();
+                            *sts.entry(st).or_insert(0) += 1;
+                        }
                     }
                 }
+                std::thread::sleep(Duration::from_millis(2));
             }
             (answers, sts)
         })
@@ -1419,6 +1462,7 @@ fn msearch_flood(bed: &Lanbed, count: u64, rate: u64, settle: Duration) -> Flood
     let start = Instant::now();
     let mut flood = Flood::default();
     for i in 0..count {
+        let socket = &sockets[i as usize % sockets.len()];
         match socket.send_to(request.as_bytes(), target) {
             Ok(_) => flood.sent += 1,
             Err(_) => flood.send_errors += 1,
@@ -1456,7 +1500,13 @@ fn hostile_lan_flood_soap_and_huge_browse() {
     let reader = Reader::start(bed.server_http(), options);
     // Warm up every path the flood takes once: an M-SEARCH and its answers,
     // a Browse, a fault, /status, /metrics.
-    let warm = msearch_flood(&bed, 3, 100, Duration::from_millis(1500));
+    let warm = msearch_flood(
+        &bed,
+        &[bed.client_ip()],
+        3,
+        100,
+        Duration::from_millis(1500),
+    );
     assert!(
         warm.answers > 0,
         "no answer to 3 M-SEARCH ssdp:all: {warm:?}"
@@ -1472,12 +1522,58 @@ fn hostile_lan_flood_soap_and_huge_browse() {
     );
     let _ = metrics(&bed);
     let _ = daemon.status_json();
+    // A TV and 24 flooding addresses on the client host.
+    let tv_ip = Ipv4Addr::new(192, 168, 60, 30);
+    bed.ip(
+        Host::Client,
+        &["addr", "add", "192.168.60.30/24", "dev", "eth0"],
+    );
+    let flooders: Vec<Ipv4Addr> = (100..124).map(|h| Ipv4Addr::new(192, 168, 60, h)).collect();
+    for ip in &flooders {
+        bed.ip(
+            Host::Client,
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+    }
     let s0 = daemon.status_json();
     let rss0 = daemon.rss_kib();
     let alloc0 = json_u64(&s0, "/alloc/allocations");
     let flood_start = Instant::now();
 
-    let flood = msearch_flood(&bed, 10_000, 5_000, Duration::from_secs(2));
+    // One host floods from one address while a TV (another address of the
+    // client host) searches: the TV must still find the server.
+    let tv = {
+        let tool = pyenv::upnp_client();
+        let mut c = bed.command(
+            Host::Client,
+            Duration::from_secs(12),
+            &tool.to_string_lossy(),
+        );
+        c.args(["--timeout", "3", "search", "--bind"])
+            .arg(tv_ip.to_string())
+            .args(["--search_target", MEDIA_SERVER]);
+        std::thread::spawn(move || {
+            // Into the flood, which lasts about 2 s.
+            std::thread::sleep(Duration::from_millis(700));
+            ringcast_tests::media::run_with_timeout(&mut c, Duration::from_secs(15))
+        })
+    };
+    let flood = msearch_flood(
+        &bed,
+        &[bed.client_ip()],
+        10_000,
+        5_000,
+        Duration::from_secs(2),
+    );
+    let tv = tv
+        .join()
+        .expect("TV search thread")
+        .expect("upnp-client search");
+    let tv_found = String::from_utf8_lossy(&tv.stdout).contains(&format!(
+        "{}:{}",
+        bed.server_ip(),
+        lanbed::HTTP_PORT
+    ));
     let s1 = daemon.status_json();
     let alloc_flood = json_u64(&s1, "/alloc/allocations") - alloc0;
     let (_, samples) = metrics(&bed);
@@ -1485,9 +1581,9 @@ fn hostile_lan_flood_soap_and_huge_browse() {
     let answered = metric(&samples, "ringcast_ssdp_answers_total", None);
     let dropped = metric(&samples, "ringcast_ssdp_answers_dropped_total", None);
     println!(
-        "M-SEARCH flood: sent {} ({} send errors) in {:?}; {} answers received {:?}; \
-         daemon counted {searches} searches, {answered} answers, {dropped} answers dropped; \
-         {alloc_flood} allocations",
+        "M-SEARCH flood from one address: sent {} ({} send errors) in {:?}; {} answers received {:?}; \
+         daemon counted {searches} searches, {answered} answers, {dropped} answers dropped (since start); \
+         {alloc_flood} allocations; a TV searching meanwhile found the server: {tv_found}",
         flood.sent, flood.send_errors, flood.took, flood.answers, flood.answer_sts
     );
     assert!(flood.sent >= 9_000, "the flood itself failed: {flood:?}");
@@ -1511,6 +1607,37 @@ fn hostile_lan_flood_soap_and_huge_browse() {
         "the daemon counted fewer answers than arrived"
     );
     assert!(dropped > 0.0, "no answer counted as dropped during a flood");
+    assert!(
+        tv_found,
+        "a TV searching during a one-address flood did not find the server:\n{}{}",
+        String::from_utf8_lossy(&tv.stdout),
+        String::from_utf8_lossy(&tv.stderr)
+    );
+
+    // The same from 24 addresses (more than the searchers the daemon
+    // tracks, so per-searcher buckets are forgotten): the global bucket,
+    // ANSWERS_PER_S with a burst of ANSWERS_BURST, bounds the answers.
+    let flood = msearch_flood(&bed, &flooders, 10_000, 5_000, Duration::from_secs(2));
+    let limit = u64::from(ANSWERS_BURST)
+        + (f64::from(ANSWERS_PER_S) * (flood.took.as_secs_f64() + 1.0)).ceil() as u64;
+    println!(
+        "M-SEARCH flood from {} addresses: sent {} in {:?}; {} answers received {:?}; documented limit {limit} \
+         ({ANSWERS_PER_S}/s, burst {ANSWERS_BURST})",
+        flooders.len(),
+        flood.sent,
+        flood.took,
+        flood.answers,
+        flood.answer_sts
+    );
+    assert!(flood.sent >= 9_000, "the flood itself failed: {flood:?}");
+    assert!(
+        flood.answers <= limit,
+        "{} answers to 10,000 M-SEARCH from {} addresses in {:?}: over the documented {limit}",
+        flood.answers,
+        flooders.len(),
+        flood.took
+    );
+    let alloc_flood = json_u64(&daemon.status_json(), "/alloc/allocations") - alloc0;
 
     // Malformed SOAP, each refused with a fault, the daemon up after each.
     let valid = soap_envelope(
@@ -1698,4 +1825,139 @@ fn hostile_lan_flood_soap_and_huge_browse() {
         "{alloc_all} allocations during the flood and SOAP abuse"
     );
     assert!(daemon.stop().success());
+}
+
+/// A server on two LANs: each LAN hears NOTIFY alive with LOCATION on the
+/// server's address on that LAN, a search from each LAN is answered with
+/// that LAN's address, and a Browse from the second LAN lists res URLs on
+/// the address it reached. With `--lan-if eth0` the second LAN hears and
+/// gets nothing while the first is still served.
+#[test]
+fn location_follows_the_lan_and_lan_if_limits_it() {
+    let bed = Lanbed::with_second_lan();
+    let life = Duration::from_secs(30);
+    let client_listener = SsdpListener::start(&bed, Host::Client, bed.client_ip(), life);
+    let tv_listener = SsdpListener::start(&bed, Host::Tv, bed.tv_ip(), life);
+    let daemon = bed.start_daemon(&channel_args(&["demo"]));
+    let uuid = dlna_uuid(&daemon);
+    let lan1 = format!(
+        "http://{}:{}{DESCRIPTION}",
+        bed.server_ip(),
+        lanbed::HTTP_PORT
+    );
+    let lan2 = format!(
+        "http://{}:{}{DESCRIPTION}",
+        bed.server_ip2(),
+        lanbed::HTTP_PORT
+    );
+    let alive_with = |seen: &[Datagram], uuid: &str, location: &str| {
+        seen.iter().any(|d| {
+            d.header("NTS") == Some("ssdp:alive")
+                && d.header("USN").is_some_and(|u| u.contains(uuid))
+                && d.header("LOCATION") == Some(location)
+        })
+    };
+    for (who, listener, want, other) in [
+        ("LAN 1", &client_listener, &lan1, &lan2),
+        ("LAN 2", &tv_listener, &lan2, &lan1),
+    ] {
+        assert!(
+            listener.wait(Duration::from_secs(5), |seen| alive_with(seen, &uuid, want)),
+            "{who}: no NOTIFY alive with LOCATION {want}:\n{}",
+            show_datagrams(&listener.seen())
+        );
+        assert!(
+            !alive_with(&listener.seen(), &uuid, other),
+            "{who} heard the other LAN's LOCATION {other}"
+        );
+    }
+    for (who, host, bind, want) in [
+        ("LAN 1", Host::Client, bed.client_ip(), &lan1),
+        ("LAN 2", Host::Tv, bed.tv_ip(), &lan2),
+    ] {
+        let (answers, stdout) = upnp_search(&bed, host, bind, "upnp:rootdevice");
+        let ours: Vec<_> = answers
+            .iter()
+            .filter(|a| a["usn"].as_str().is_some_and(|u| u.contains(&uuid)))
+            .collect();
+        assert!(!ours.is_empty(), "{who}: no answer:\n{stdout}");
+        for a in ours {
+            assert_eq!(a["location"].as_str(), Some(want.as_str()), "{who}: {a:?}");
+        }
+    }
+    // Browse from the TV: the res URL is on the address the TV reached.
+    let body = soap_envelope(
+        CONTENT_DIRECTORY,
+        "Browse",
+        &[
+            ("ObjectID", "0"),
+            ("BrowseFlag", "BrowseDirectChildren"),
+            ("Filter", "*"),
+            ("StartingIndex", "0"),
+            ("RequestedCount", "0"),
+            ("SortCriteria", ""),
+        ],
+    );
+    let server2 = SocketAddr::from((bed.server_ip2(), lanbed::HTTP_PORT));
+    let mut request = format!(
+        "POST {CD_CONTROL} HTTP/1.1\r\nHost: {server2}\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n\
+         SOAPAction: \"{CONTENT_DIRECTORY}#Browse\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    let r = raw_from(&bed, Host::Tv, server2, request, false).expect("Browse from the TV");
+    assert_eq!(r.status, 200, "Browse from the TV: {}", r.body_text());
+    let didl = parse_didl(&xml_unescape(
+        xml_text(&r.body_text(), "Result").expect("Result"),
+    ));
+    assert_eq!(
+        didl["items"][0]["res"][0]["url"].as_str(),
+        Some(format!("http://{server2}/channel/demo.ts").as_str()),
+        "{didl}"
+    );
+    assert!(daemon.stop().success());
+    drop(client_listener.finish());
+    drop(tv_listener.finish());
+
+    // Only eth0.
+    let client_listener = SsdpListener::start(&bed, Host::Client, bed.client_ip(), life);
+    let tv_listener = SsdpListener::start(&bed, Host::Tv, bed.tv_ip(), life);
+    let daemon = bed.start_daemon(&args_with(&["demo"], &["--lan-if", "eth0"]));
+    let uuid = dlna_uuid(&daemon);
+    assert!(
+        client_listener.wait(Duration::from_secs(5), |seen| alive_with(
+            seen, &uuid, &lan1
+        )),
+        "--lan-if eth0: no NOTIFY alive on LAN 1:\n{}",
+        show_datagrams(&client_listener.seen())
+    );
+    let (answers, stdout) = upnp_search(&bed, Host::Tv, bed.tv_ip(), "ssdp:all");
+    assert!(
+        !answers
+            .iter()
+            .any(|a| a["usn"].as_str().is_some_and(|u| u.contains(&uuid))),
+        "--lan-if eth0: a search on LAN 2 was answered:\n{stdout}"
+    );
+    let (answers, stdout) = upnp_search(&bed, Host::Client, bed.client_ip(), "ssdp:all");
+    assert!(
+        answers
+            .iter()
+            .any(|a| a["usn"].as_str().is_some_and(|u| u.contains(&uuid))),
+        "--lan-if eth0: a search on LAN 1 got no answer:\n{stdout}"
+    );
+    assert!(daemon.stop().success());
+    // Let a late byebye cross the switch before looking.
+    std::thread::sleep(Duration::from_millis(300));
+    let heard: Vec<Datagram> = tv_listener
+        .finish()
+        .into_iter()
+        .filter(|d| d.header("USN").is_some_and(|u| u.contains(&uuid)))
+        .collect();
+    assert!(
+        heard.is_empty(),
+        "--lan-if eth0: LAN 2 heard the server:\n{}",
+        show_datagrams(&heard)
+    );
+    drop(client_listener.finish());
 }
