@@ -533,10 +533,7 @@ fn parse_gssdp(text: &str) -> Vec<(String, String)> {
 #[test]
 fn real_ssdp_client_finds_media_server() {
     let bed = Lanbed::new();
-    let daemon = bed.start_daemon(&args_with(
-        &["demo"],
-        &["--friendly-name", "Living room ringcast"],
-    ));
+    let daemon = bed.start_daemon(&args_with(&["demo"], &["--friendly-name", FRIENDLY_NAME]));
     let uuid = dlna_uuid(&daemon);
     let location = bed.server_url(DESCRIPTION);
 
@@ -583,6 +580,54 @@ fn real_ssdp_client_finds_media_server() {
         );
     }
 
+    // One answer per matching ST, each search from a raw socket, within MX.
+    let nts = expected_nts(&uuid);
+    let mut searches: Vec<(String, Vec<(String, String)>)> =
+        vec![("ssdp:all".to_string(), nts.clone())];
+    searches.extend(nts.iter().map(|nt| (nt.0.clone(), vec![nt.clone()])));
+    for (st, want) in searches {
+        let got = search_once(&bed, &st, 1, Duration::from_millis(1600));
+        let mut pairs: Vec<(String, String)> = got
+            .iter()
+            .map(|(_, d)| {
+                let h = |n: &str| ssdp_header(d, n).unwrap_or("").to_string();
+                (h("ST"), h("USN"))
+            })
+            .collect();
+        pairs.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(pairs, want, "answers to M-SEARCH ST: {st}");
+        for (after, d) in &got {
+            assert!(
+                *after <= Duration::from_millis(1100),
+                "ST {st}: an answer {after:?} after a search with MX 1"
+            );
+            assert!(d.starts_with("HTTP/1.1 200 OK\r\n"), "{d}");
+            assert_eq!(ssdp_header(d, "LOCATION"), Some(location.as_str()), "{d}");
+            assert!(
+                ssdp_header(d, "CACHE-CONTROL").is_some_and(|c| c.contains("max-age=")),
+                "{d}"
+            );
+            assert!(ssdp_header(d, "EXT").is_some(), "no EXT header: {d}");
+            assert!(
+                ssdp_header(d, "SERVER").is_some_and(|v| v.contains("UPnP/")),
+                "{d}"
+            );
+        }
+    }
+    // A search for a type we do not have gets nothing.
+    let none = search_once(
+        &bed,
+        "urn:schemas-upnp-org:device:MediaRenderer:1",
+        1,
+        Duration::from_millis(1500),
+    );
+    assert!(
+        none.is_empty(),
+        "answers to a MediaRenderer search: {none:?}"
+    );
+
     // The description at LOCATION.
     let r = client_request(&bed, "GET", DESCRIPTION);
     let xml = r.body_text();
@@ -600,14 +645,14 @@ fn real_ssdp_client_finds_media_server() {
         "{xml}"
     );
     assert_eq!(
-        xml_text(&xml, "friendlyName"),
-        Some("Living room ringcast"),
+        xml_text(&xml, "friendlyName").map(xml_unescape).as_deref(),
+        Some(FRIENDLY_NAME),
         "{xml}"
     );
     let status = daemon.status_json();
     assert_eq!(
         status["node"]["friendly_name"].as_str(),
-        Some("Living room ringcast"),
+        Some(FRIENDLY_NAME),
         "/status node: {}",
         status["node"]
     );
@@ -633,8 +678,32 @@ fn real_ssdp_client_finds_media_server() {
             r.body_text()
         );
     }
+    // A strict control point reads the description (with the name's
+    // markup characters) and the root container carries the same name.
+    let out = call_action(
+        &bed,
+        &location,
+        "ContentDirectory/Browse",
+        &[
+            "ObjectID=0",
+            "BrowseFlag=BrowseMetadata",
+            "Filter=*",
+            "StartingIndex=0",
+            "RequestedCount=0",
+            "SortCriteria=",
+        ],
+    );
+    let root = parse_didl(out["Result"].as_str().expect("Result"));
+    assert_eq!(
+        root["containers"][0]["title"].as_str(),
+        Some(FRIENDLY_NAME),
+        "{root}"
+    );
     assert!(daemon.stop().success());
 }
+
+/// A friendly name with every character XML must escape.
+const FRIENDLY_NAME: &str = "Tom & Jerry's \"den\" <ringcast>";
 
 /// `upnp-client --strict call-action ... ContentDirectory/Browse` lists every
 /// channel as a videoItem under "0" with a `res` that ffprobe decodes from
@@ -864,6 +933,27 @@ fn real_browse_lists_every_channel_and_res_decodes() {
         &["ConnectionID=0"],
     );
     println!("GetCurrentConnectionInfo 0: {out}");
+    // By hand: an empty ObjectID is the root, and the answer's arguments
+    // come in the SCPD's order (Result, NumberReturned, TotalMatches,
+    // UpdateID), which some TVs rely on.
+    let r = browse(&bed, "", "BrowseDirectChildren", "0", "0");
+    let body = r.body_text();
+    assert_eq!(r.status, 200, "Browse of an empty ObjectID: {body}");
+    assert_eq!(
+        xml_text(&body, "NumberReturned"),
+        Some(names.len().to_string().as_str()),
+        "{body}"
+    );
+    let at = |tag: &str| {
+        body.find(&format!("<{tag}>"))
+            .unwrap_or_else(|| panic!("no {tag}: {body}"))
+    };
+    assert!(
+        at("Result") < at("NumberReturned")
+            && at("NumberReturned") < at("TotalMatches")
+            && at("TotalMatches") < at("UpdateID"),
+        "Browse arguments out of order: {body}"
+    );
     // Samsung's X_GetFeatureList is not in the SCPD a generic control point
     // reads, so it goes by hand.
     let body = soap_envelope(CONTENT_DIRECTORY, "X_GetFeatureList", &[]);
@@ -1397,6 +1487,34 @@ fn metrics_parse_and_match_readers() {
     assert!(daemon.stop().success());
 }
 
+/// One M-SEARCH for `st` from a fresh socket on the client; every answer
+/// that arrives within `wait`, with how long after the search it came.
+fn search_once(bed: &Lanbed, st: &str, mx_s: u32, wait: Duration) -> Vec<(Duration, String)> {
+    let client = bed.client_ip();
+    let request = m_search(st, mx_s);
+    bed.run_on(Host::Client, move || {
+        let socket = UdpSocket::bind((client, 0)).expect("bind a search socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let sent = Instant::now();
+        socket
+            .send_to(request.as_bytes(), (lanbed::SSDP_GROUP, lanbed::SSDP_PORT))
+            .expect("send M-SEARCH");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while sent.elapsed() < wait && got.len() < 64 {
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                got.push((
+                    sent.elapsed(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    })
+}
+
 /// What the flood thread saw.
 #[derive(Debug, Default)]
 struct Flood {
@@ -1917,8 +2035,20 @@ fn location_follows_the_lan_and_lan_if_limits_it() {
         "{didl}"
     );
     assert!(daemon.stop().success());
-    drop(client_listener.finish());
-    drop(tv_listener.finish());
+    std::thread::sleep(Duration::from_millis(300));
+    // byebye on both LANs, for all five notification types.
+    for (who, listener) in [("LAN 1", client_listener), ("LAN 2", tv_listener)] {
+        let seen = listener.finish();
+        for (nt, usn) in expected_nts(&uuid) {
+            assert!(
+                seen.iter().any(|d| d.header("NTS") == Some("ssdp:byebye")
+                    && d.header("NT") == Some(nt.as_str())
+                    && d.header("USN") == Some(usn.as_str())),
+                "{who}: no byebye for {nt}:\n{}",
+                show_datagrams(&seen)
+            );
+        }
+    }
 
     // Only eth0.
     let client_listener = SsdpListener::start(&bed, Host::Client, bed.client_ip(), life);
