@@ -2091,3 +2091,60 @@ fn location_follows_the_lan_and_lan_if_limits_it() {
     );
     drop(client_listener.finish());
 }
+
+/// The documented SOAP limit is 8 KiB of body: a Browse whose body is just
+/// under, or exactly, 8 KiB (an envelope padded with whitespace) is
+/// answered, one byte more is refused with 413, and the daemon stays up
+/// through all of them (the request head comes on top of the body).
+#[test]
+fn soap_body_up_to_8_kib_is_answered() {
+    let bed = Lanbed::new();
+    let daemon = bed.start_daemon(&channel_args(&["demo"]));
+    let envelope = soap_envelope(
+        CONTENT_DIRECTORY,
+        "Browse",
+        &[
+            ("ObjectID", "0"),
+            ("BrowseFlag", "BrowseDirectChildren"),
+            ("Filter", "*"),
+            ("StartingIndex", "0"),
+            ("RequestedCount", "0"),
+            ("SortCriteria", ""),
+        ],
+    );
+    let action = format!("{CONTENT_DIRECTORY}#Browse");
+    let limit = ringcast::lan::dlna::BODY_BYTES_MAX;
+    for (size, want) in [(limit - 200, 200), (limit, 200), (limit + 1, 413)] {
+        let mut body = envelope.clone().into_bytes();
+        body.resize(size, b' ');
+        let r = client_raw(
+            &bed,
+            {
+                let mut request = format!(
+                    "POST {CD_CONTROL} HTTP/1.1\r\nHost: {}\r\n\
+                     Content-Type: text/xml; charset=\"utf-8\"\r\nSOAPAction: \"{action}\"\r\n\
+                     Content-Length: {size}\r\nConnection: close\r\n\r\n",
+                    bed.server_http()
+                )
+                .into_bytes();
+                request.extend_from_slice(&body);
+                request
+            },
+            false,
+        );
+        let alive = daemon.try_request("GET", "/status", &[]).map(|r| r.status);
+        println!(
+            "{size}-byte body: {:?}; /status afterwards: {alive:?}",
+            r.as_ref().map(|r| (r.status, r.reason.clone()))
+        );
+        assert_eq!(
+            alive,
+            Ok(200),
+            "the daemon is gone after a SOAP request with a {size}-byte body (limit {limit}):\n{}",
+            tail(&daemon.logs().join("\n"), 10)
+        );
+        let r = r.unwrap_or_else(|e| panic!("{size}-byte body: {e}"));
+        assert_eq!(r.status, want, "{size}-byte body: {}", r.body_text());
+    }
+    assert!(daemon.stop().success());
+}
