@@ -58,7 +58,8 @@ pub async fn control_worker<N: Net + 'static, C: Clock + 'static>(
     node: Rc<Node<N, C>>,
     worker: usize,
 ) {
-    let mut request = vec![0u8; HTTP_HEADER_BYTES_MAX].into_boxed_slice();
+    // A request head, and after it a SOAP body (DLNA control) at most.
+    let mut request = vec![0u8; HTTP_HEADER_BYTES_MAX + dlna::BODY_BYTES_MAX].into_boxed_slice();
     let mut response = vec![0u8; RESPONSE_BYTES_MAX].into_boxed_slice();
     loop {
         let stream = node.control.take(worker).await;
