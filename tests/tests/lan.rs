@@ -1339,6 +1339,7 @@ fn metrics_parse_and_match_readers() {
         })
         .sum();
 
+    let before = daemon.status_json();
     let (r, samples) = metrics(&bed);
     let ctype = r.header("content-type").unwrap_or("");
     assert!(
@@ -1473,16 +1474,22 @@ fn metrics_parse_and_match_readers() {
             >= metric(&samples, "ringcast_channel_bytes_in_total", Some("demo")),
         "/status demo: {demo}"
     );
+    // /metrics was read between these two /status documents.
+    let allocations = metric(&samples, "ringcast_allocations_total", None);
     assert!(
-        json_u64(&status, "/alloc/allocations") as f64
-            <= metric(&samples, "ringcast_allocations_total", None)
-            && json_u64(&daemon.status_json(), "/alloc/allocations") as f64
-                >= metric(&samples, "ringcast_allocations_total", None),
-        "alloc.allocations and ringcast_allocations_total disagree"
+        json_u64(&before, "/alloc/allocations") as f64 <= allocations
+            && allocations <= json_u64(&status, "/alloc/allocations") as f64,
+        "ringcast_allocations_total {allocations} is not between /status alloc.allocations {} and {}",
+        before["alloc"],
+        status["alloc"]
     );
+    let uptime = metric(&samples, "ringcast_uptime_seconds", None);
     assert!(
-        json_u64(&status, "/uptime_s") as f64
-            <= metric(&samples, "ringcast_uptime_seconds", None) + 1.0
+        json_u64(&before, "/uptime_s") as f64 <= uptime + 1.0
+            && uptime <= json_u64(&status, "/uptime_s") as f64 + 1.0,
+        "ringcast_uptime_seconds {uptime} vs /status uptime_s {} .. {}",
+        before["uptime_s"],
+        status["uptime_s"]
     );
     assert!(daemon.stop().success());
 }
