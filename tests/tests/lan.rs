@@ -1134,25 +1134,62 @@ fn multicast_out_decodes_in_another_namespace() {
     assert!(has_h264_and_aac(&streams), "ffprobe saw {streams:?}");
 
     let client = bed.client_ip();
+    // Three seconds of each group, with arrival times.
     let capture = |group: Ipv4Addr, port: u16| {
         bed.run_on(Host::Client, move || {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).expect("bind group port");
             s.join_multicast_v4(&group, &client).expect("join");
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut got: Vec<(Instant, Vec<u8>)> = Vec::new();
             let mut buf = [0u8; 2048];
-            while got.len() < 100 && Instant::now() < deadline {
+            while got.len() < 5_000 && Instant::now() < deadline {
                 if let Ok((n, _)) = s.recv_from(&mut buf) {
-                    got.push(buf[..n].to_vec());
+                    got.push((Instant::now(), buf[..n].to_vec()));
                 }
             }
             got
         })
     };
+    // Paced by arrival: about the stream's rate (1 Mbit/s of TS) and no
+    // burst of many datagrams at once.
+    let pacing = |who: &str, got: &[(Instant, Vec<u8>)], header: usize| {
+        let (first, last) = (got[0].0, got[got.len() - 1].0);
+        let span = (last - first).as_secs_f64();
+        let bits: usize = got[1..].iter().map(|(_, d)| (d.len() - header) * 8).sum();
+        let rate = bits as f64 / span;
+        let per_100ms = got
+            .iter()
+            .map(|(t, _)| {
+                got.iter()
+                    .filter(|(u, _)| *u >= *t && *u < *t + Duration::from_millis(100))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        println!(
+            "{who}: {} datagrams over {span:.2} s, {:.0} kbit/s of TS, at most {per_100ms} in 100 ms",
+            got.len(),
+            rate / 1000.0
+        );
+        let nominal = TsSpec::default().bitrate_bps();
+        assert!(
+            rate > nominal * 0.7 && rate < nominal * 1.3,
+            "{who}: {:.0} kbit/s, the stream is {:.0} kbit/s",
+            rate / 1000.0,
+            nominal / 1000.0
+        );
+        // 1 Mbit/s is about 9.5 datagrams per 100 ms.
+        assert!(
+            per_100ms <= 40,
+            "{who}: a burst of {per_100ms} datagrams in 100 ms"
+        );
+    };
     let rtp = capture(Ipv4Addr::new(239, 10, 1, 1), 5004);
-    assert!(rtp.len() >= 50, "only {} RTP datagrams in 5 s", rtp.len());
+    assert!(rtp.len() >= 100, "only {} RTP datagrams in 3 s", rtp.len());
+    pacing("rtp", &rtp, 12);
+    let rtp: Vec<Vec<u8>> = rtp.into_iter().map(|(_, d)| d).collect();
     let mut last_seq: Option<u16> = None;
     for (i, d) in rtp.iter().enumerate() {
         assert_eq!(
@@ -1173,8 +1210,28 @@ fn multicast_out_decodes_in_another_namespace() {
             "RTP datagram #{i} is not 7 aligned TS packets"
         );
     }
+    // One source (SSRC) throughout, and a 90 kHz clock that moves with the
+    // stream (RFC 3551 §4.5 for MP2T: the timestamp of the datagram's
+    // sending, in 90 kHz units).
+    let ssrc = |d: &Vec<u8>| u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+    assert!(
+        rtp.iter().all(|d| ssrc(d) == ssrc(&rtp[0])),
+        "the SSRC changes within 3 s"
+    );
+    let stamp = |d: &Vec<u8>| u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+    let ticks = stamp(&rtp[rtp.len() - 1]).wrapping_sub(stamp(&rtp[0]));
+    println!(
+        "rtp: SSRC {:08x}, timestamp advanced {ticks} ticks",
+        ssrc(&rtp[0])
+    );
+    assert!(
+        (150_000..400_000).contains(&ticks),
+        "the RTP timestamp moved {ticks} ticks of 90 kHz over about 3 s"
+    );
     let udp = capture(Ipv4Addr::new(239, 10, 1, 2), 5006);
-    assert!(udp.len() >= 50, "only {} UDP datagrams in 5 s", udp.len());
+    assert!(udp.len() >= 100, "only {} UDP datagrams in 3 s", udp.len());
+    pacing("udp", &udp, 0);
+    let udp: Vec<Vec<u8>> = udp.into_iter().map(|(_, d)| d).collect();
     for (i, d) in udp.iter().enumerate() {
         assert_eq!(d.len(), 7 * 188, "UDP datagram #{i} is {} bytes", d.len());
         assert!((0..7).all(|k| d[k * 188] == 0x47), "UDP datagram #{i}");
