@@ -2212,3 +2212,89 @@ fn soap_body_up_to_8_kib_is_answered() {
     }
     assert!(daemon.stop().success());
 }
+
+/// The most channels a box holds (CHANNELS_MAX), each with a name of the
+/// longest allowed length: a TV paging through Browse sees every one,
+/// `/metrics` parses and labels every one, and the playlist lists every one.
+#[test]
+fn every_channel_of_a_full_box_is_browsable_and_measured() {
+    let bed = Lanbed::new();
+    let count = ringcast::limits::CHANNELS_MAX;
+    let names: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                "{i:02}-{}",
+                "x".repeat(ringcast::limits::CHANNEL_NAME_BYTES_MAX - 3)
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Small rings: 32 channels of the default 16 MiB would be 512 MiB.
+    let daemon = bed.start_daemon(&args_with(&refs, &["--ring-size", "512K"]));
+    let location = bed.server_url(DESCRIPTION);
+
+    // Page as a TV does: ask for everything from where the last page ended.
+    let mut titles: Vec<String> = Vec::new();
+    let mut pages = 0;
+    while titles.len() < count && pages < count {
+        let start = format!("StartingIndex={}", titles.len());
+        let out = call_action(
+            &bed,
+            &location,
+            "ContentDirectory/Browse",
+            &[
+                "ObjectID=0",
+                "BrowseFlag=BrowseDirectChildren",
+                "Filter=*",
+                &start,
+                "RequestedCount=0",
+                "SortCriteria=",
+            ],
+        );
+        pages += 1;
+        assert_eq!(out_u64(&out, "TotalMatches"), count as u64, "{out}");
+        let returned = out_u64(&out, "NumberReturned");
+        assert!(returned > 0, "an empty page at {}: {out}", titles.len());
+        let didl = parse_didl(out["Result"].as_str().expect("Result"));
+        let items = didl["items"].as_array().expect("items");
+        assert_eq!(items.len() as u64, returned, "{didl}");
+        titles.extend(
+            items
+                .iter()
+                .map(|i| i["title"].as_str().unwrap_or("").to_string()),
+        );
+    }
+    println!("{count} channels browsed in {pages} page(s)");
+    let mut sorted = titles.clone();
+    sorted.sort();
+    assert_eq!(sorted, names, "Browse did not list every channel once");
+
+    let (r, samples) = metrics(&bed);
+    println!("/metrics with {count} channels: {} bytes", r.body.len());
+    for family in [
+        "ringcast_channel_bytes_out_total",
+        "ringcast_channel_readers",
+        "ringcast_channel_output_bytes_total",
+    ] {
+        let labelled: std::collections::BTreeSet<&str> = samples
+            .iter()
+            .filter(|s| s.name == family)
+            .filter_map(|s| s.label("channel"))
+            .collect();
+        assert_eq!(
+            labelled.len(),
+            count,
+            "{family} covers {} channels",
+            labelled.len()
+        );
+    }
+    let playlist = client_request(&bed, "GET", "/playlist.m3u").body_text();
+    let entries = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF:"))
+        .count();
+    assert_eq!(entries, count, "playlist:\n{playlist}");
+    let status = daemon.status_json();
+    assert_eq!(status["channels"].as_array().map(Vec::len), Some(count));
+    assert!(daemon.stop().success());
+}
