@@ -1250,13 +1250,21 @@ fn multicast_out_decodes_in_another_namespace() {
 
 /// A multicast listener on the client sees NOTIFY ssdp:alive for all five
 /// notification types at start, and ssdp:byebye for each of them after
-/// SIGTERM, before the daemon exits (0, within ~2.5 s).
+/// SIGTERM, before the daemon exits (0, within ~2.5 s), while a player
+/// streams and an RTP output runs (a busy box says goodbye too).
 #[test]
 fn byebye_on_sigterm() {
     let bed = Lanbed::new();
     let listener =
         SsdpListener::start(&bed, Host::Client, bed.client_ip(), Duration::from_secs(40));
-    let daemon = bed.start_daemon(&channel_args(&["demo"]));
+    let daemon = bed.start_daemon(&args_with(
+        &["demo"],
+        &["--output", "demo=rtp://239.10.1.1:5004?ttl=2&iface=eth0"],
+    ));
+    let mut options = ReaderOptions::new("/channel/demo.ts", Duration::from_secs(20))
+        .netns(Some(&bed.ns(Host::Client)));
+    options.keep_bytes = 0;
+    let reader = Reader::start(bed.server_http(), options);
     let uuid = dlna_uuid(&daemon);
     let nts = expected_nts(&uuid);
     let location = bed.server_url(DESCRIPTION);
@@ -1294,11 +1302,22 @@ fn byebye_on_sigterm() {
             );
         }
     }
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            (json_u64(&daemon.channel_status("demo"), "/readers") == 1).then_some(())
+        })
+        .is_some(),
+        "the player never started"
+    );
     let stop_at = Instant::now();
     let status = daemon.stop();
     let exited_at = Instant::now();
     let took = exited_at - stop_at;
-    println!("exit {status} {took:?} after SIGTERM");
+    let player = reader.join();
+    println!(
+        "exit {status} {took:?} after SIGTERM; the player got {} bytes, then {:?}",
+        player.total_bytes, player.end
+    );
     // Let the last datagrams cross the switch.
     std::thread::sleep(Duration::from_millis(300));
     let seen = listener.finish();
