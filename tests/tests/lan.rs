@@ -2317,3 +2317,60 @@ fn every_channel_of_a_full_box_is_browsable_and_measured() {
     assert_eq!(status["channels"].as_array().map(Vec::len), Some(count));
     assert!(daemon.stop().success());
 }
+
+/// A LAN host that opens idle connections (a slow-loris) holds at most half
+/// of the daemon's request readers: a TV on another LAN still gets its
+/// description at once, and the idle host's extra connections get a 503.
+/// Without the per-host share, 16 idle connections stall every new request
+/// for the 5 s header timeout.
+#[test]
+fn one_host_cannot_hold_every_request_reader() {
+    require_root();
+    let bed = Lanbed::with_second_lan();
+    let daemon = bed.start_daemon(&channel_args(&["demo"]));
+    let server = bed.server_http();
+    const IDLE: usize = 40;
+    let held = bed.run_on(Host::Client, move || {
+        let mut held = Vec::new();
+        for _ in 0..IDLE {
+            if let Ok(stream) =
+                std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2))
+            {
+                held.push(stream);
+            }
+        }
+        held
+    });
+    assert_eq!(held.len(), IDLE, "the idle host could not even connect");
+    std::thread::sleep(Duration::from_millis(300));
+    let tv_server = SocketAddr::from((bed.server_ip2(), server.port()));
+    let started = Instant::now();
+    let answer = bed.run_on(Host::Tv, move || {
+        ringcast_tests::http::http_get(tv_server, "/dlna/description.xml")
+    });
+    let took = started.elapsed();
+    let answer = answer.expect("the TV's request");
+    assert_eq!(answer.status, 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "the TV waited {took:?} behind {IDLE} idle connections of another host"
+    );
+    // The idle host's connections past its share were answered 503.
+    let mut refused = 0;
+    for mut stream in held {
+        use std::io::Read as _;
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut head = [0u8; 64];
+        if let Ok(n) = stream.read(&mut head) {
+            if head[..n].starts_with(b"HTTP/1.1 503") {
+                refused += 1;
+            }
+        }
+    }
+    println!("TV answered in {took:?}; {refused} of {IDLE} idle connections got a 503");
+    assert!(
+        refused >= IDLE - ringcast::node::CONTROL_WORKERS,
+        "only {refused} of {IDLE} idle connections were refused"
+    );
+    drop(daemon);
+}

@@ -16,6 +16,10 @@ use crate::wire::http::{self, HttpError, Method, Status};
 use crate::wire::udpxy::OnDemand;
 use crate::wire::SliceWriter;
 
+/// The answer to a host that holds its share of the control workers.
+const HOST_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\
+Content-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_S: u32 = 5;
 
@@ -32,11 +36,26 @@ pub async fn accept_loop<N: Net + 'static, C: Clock + 'static>(node: Rc<Node<N, 
         }
         while node.control.idle_count() > 0 {
             match node.listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     error_logged = false;
                     node.totals.http_requests.increment();
+                    if !peer.ip().is_loopback()
+                        && node.control_busy_for(peer.ip()) >= super::CONTROL_WORKERS_PER_HOST
+                    {
+                        // This host already has its share of the workers:
+                        // a short 503 (it fits any fresh socket buffer),
+                        // then close, without taking a worker.
+                        let mut stream = stream;
+                        let _ = stream.write(HOST_BUSY);
+                        node.totals.http_rejected.increment();
+                        continue;
+                    }
                     let given = node.control.try_give(stream);
-                    assert!(given.is_ok(), "an idle control worker was counted");
+                    let Ok(worker) = given else {
+                        unreachable!("an idle control worker was counted");
+                    };
+                    // Counted from the hand-over, before the worker runs.
+                    node.control_hosts.borrow_mut()[worker] = Some(peer.ip());
                 }
                 Err(error) if error.is_would_block() => break,
                 Err(error) => {
@@ -64,6 +83,7 @@ pub async fn control_worker<N: Net + 'static, C: Clock + 'static>(
     loop {
         let stream = node.control.take(worker).await;
         serve_connection(&node, stream, &mut request, &mut response).await;
+        node.control_hosts.borrow_mut()[worker] = None;
     }
 }
 
@@ -732,6 +752,16 @@ async fn send_metrics<N: Net + 'static, C: Clock + 'static>(
 }
 
 impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
+    /// Control workers busy with a connection from `host` (or just handed
+    /// one: the acceptor counts those it gave but a worker has not started).
+    fn control_busy_for(&self, host: core::net::IpAddr) -> usize {
+        self.control_hosts
+            .borrow()
+            .iter()
+            .filter(|busy| **busy == Some(host))
+            .count()
+    }
+
     /// Finds the on-demand slot already tuned to `target`, or tunes a free
     /// one, and counts a pending reader on it. `None` when every slot is busy.
     pub(super) fn claim_on_demand(&self, target: OnDemand) -> Option<usize> {

@@ -38,6 +38,11 @@ use crate::wire::udpxy::OnDemand;
 /// most the header timeout).
 pub const CONTROL_WORKERS: usize = 16;
 
+/// Control workers one LAN host may hold at once (half the pool): a host
+/// that opens idle connections cannot take them all, so other players and
+/// TVs still get their requests read. The box itself (loopback) is exempt.
+pub const CONTROL_WORKERS_PER_HOST: usize = CONTROL_WORKERS / 2;
+
 /// When stream workers let the kernel send ring pages without copying.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZeroCopy {
@@ -203,11 +208,13 @@ impl<T> Handoff<T> {
     }
 
     /// Gives `item` to an idle worker, or hands it back if none is idle.
-    pub fn try_give(&self, item: T) -> Result<(), T> {
-        let Some(slot) = self
+    /// Returns the worker's index.
+    pub fn try_give(&self, item: T) -> Result<usize, T> {
+        let Some((index, slot)) = self
             .slots
             .iter()
-            .find(|s| s.idle.get() && s.item.borrow().is_none())
+            .enumerate()
+            .find(|(_, s)| s.idle.get() && s.item.borrow().is_none())
         else {
             return Err(item);
         };
@@ -216,7 +223,7 @@ impl<T> Handoff<T> {
         if let Some(waker) = slot.waker.borrow_mut().take() {
             waker.wake();
         }
-        Ok(())
+        Ok(index)
     }
 
     /// Waits, as worker `index`, for the next item.
@@ -295,6 +302,8 @@ pub struct Node<N: Net + 'static, C: Clock + 'static> {
     pub listener: N::Listener,
     pub listen_address: SocketAddr,
     control: Handoff<N::Stream>,
+    /// The host each control worker is serving (for the per-host limit).
+    control_hosts: RefCell<[Option<core::net::IpAddr>; CONTROL_WORKERS]>,
     streams: Handoff<StreamJob<N::Stream>>,
     rng: RefCell<XorShift>,
     stdin: RefCell<Option<N::Stream>>,
@@ -410,6 +419,7 @@ impl<N: Net + 'static, C: Clock + 'static> Node<N, C> {
         }
         Ok(Self {
             control: Handoff::new(CONTROL_WORKERS),
+            control_hosts: RefCell::new([None; CONTROL_WORKERS]),
             streams: Handoff::new(settings.readers_max),
             net,
             clock,

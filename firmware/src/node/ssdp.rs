@@ -31,7 +31,7 @@ use crate::wire::ssdp::SSDP_GROUP;
 pub use crate::lan::ssdp::SsdpCounters;
 
 /// How often the interface list is read again.
-pub const INTERFACE_REFRESH_MS: u64 = 60_000;
+pub const INTERFACE_REFRESH_MS: u64 = 10_000;
 /// Datagrams handled per wake-up; then the other tasks get a turn.
 pub const DATAGRAMS_PER_WAKE_MAX: usize = 32;
 /// Interface addresses read from the system at once.
