@@ -209,9 +209,17 @@ fn port_mapping<N: ringcast_hal::Net + 'static, C: ringcast_hal::Clock + 'static
     let lan_http = config.portmap_lan_http.then(|| {
         let port = node.listen_address.port();
         log::warn!(
-            "portmap: the LAN HTTP port {port} is mapped on the router too              (--portmap-lan-http): every channel, the playlist and the status page              become reachable from the internet"
+            "portmap: the LAN HTTP port {port} is mapped on the router too \
+             (--portmap-lan-http): every channel, the playlist and the status page \
+             become reachable from the internet"
         );
-        mapper_for(config, port, port, "ringcast http", load(state::PORTMAP_PCP_LAN_HTTP))
+        mapper_for(
+            config,
+            port,
+            port,
+            "ringcast http",
+            load(state::PORTMAP_PCP_LAN_HTTP),
+        )
     });
     let methods: Vec<&str> = config.portmap.iter().map(|m| m.name()).collect();
     log::info!(

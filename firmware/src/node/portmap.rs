@@ -57,6 +57,14 @@ impl Mapping {
         }
     }
 
+    /// Who can now reach the mapped port.
+    fn reached_by(self) -> &'static str {
+        match self {
+            Mapping::Peer => "peers can reach this box",
+            Mapping::LanHttp => "the channels and status page are reachable from the internet",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Mapping::Peer => "peer port",
@@ -373,13 +381,13 @@ fn log_change(check_ms: u64, mapping: Mapping, report: &Report) {
     let retry_s = check_ms / 1000;
     match (report.state, report.external, report.internal) {
         (State::Mapped, Some(external), Some(internal)) if report.lease_s == 0 => log::info!(
-            "portmap: {what} mapped: {external} -> {internal} with {method} (permanent); \
-             peers can reach this box"
+            "portmap: {what} mapped: {external} -> {internal} with {method} (permanent); {}",
+            mapping.reached_by()
         ),
         (State::Mapped, Some(external), Some(internal)) => log::info!(
-            "portmap: {what} mapped: {external} -> {internal} with {method} (lease {} s); \
-             peers can reach this box",
-            report.lease_s
+            "portmap: {what} mapped: {external} -> {internal} with {method} (lease {} s); {}",
+            report.lease_s,
+            mapping.reached_by()
         ),
         (State::DoubleNat, ..) => log::warn!(
             "portmap: {what}: {}; not announcing this box as reachable (retry in {retry_s} s)",
