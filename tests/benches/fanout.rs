@@ -30,11 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringcast_tests::bench::{
+    build_release, clock_ticks_per_s, cpu_ticks, encode_cbr_8m, env_list, env_or, load_average,
+    machine_busy_ticks, memory_mib, split_stat, Memory, Scratch,
+};
 use ringcast_tests::daemon::{find_channel, json_u64, signal};
 use ringcast_tests::ts::pcr_bitrate_bps;
-use ringcast_tests::{
-    free_tcp_port, free_udp_port, ringcast_bin, wait_for, workspace_root, Daemon,
-};
+use ringcast_tests::{free_tcp_port, free_udp_port, ringcast_bin, wait_for, Daemon};
 
 /// Seven TS packets, as IPTV multicast carries them.
 const DATAGRAM_BYTES: usize = 7 * 188;
@@ -69,7 +71,7 @@ fn main() {
         "{} not found: run `cargo build --release -p ringcast` first",
         bin.display()
     );
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("fanout");
     let input_path = make_input(scratch.path());
     let input = load_input(&input_path);
     print_header(&settings, &input);
@@ -113,19 +115,6 @@ fn retry_disturbed(
             row.tries = tries;
         }
     }
-}
-
-/// `cargo build --release -p ringcast`, so the bench never measures a stale
-/// binary (skipped when `RINGCAST_BIN` names one).
-fn build_release() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "ringcast"])
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release -p ringcast failed");
 }
 
 /// What to run, from the environment (defaults: the full matrix).
@@ -178,17 +167,6 @@ impl Settings {
     }
 }
 
-fn env_or(name: &str, default: String) -> String {
-    std::env::var(name).unwrap_or(default)
-}
-
-fn env_list<T>(name: &str, default: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
-    env_or(name, default.to_string())
-        .split(',')
-        .map(|item| parse(item.trim()).unwrap_or_else(|| panic!("{name}: bad item {item:?}")))
-        .collect()
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
     Sendfile,
@@ -239,65 +217,10 @@ impl Rate {
     }
 }
 
-/// A temp dir for the input file and VLC's home, removed on drop.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let path = std::env::temp_dir().join(format!("ringcast-fanout-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Scratch { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Encodes 20 s of 1280x720 H.264 + AAC into a constant 8 Mbit/s MPEG-TS.
+/// The shared 8 Mbit/s constant-rate input (`bench::encode_cbr_8m`).
 fn make_input(dir: &Path) -> PathBuf {
     let path = dir.join("input.ts");
-    let started = Instant::now();
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", "20", "-map", "0:v", "-map", "1:a"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-b:v", "7500k", "-minrate", "7500k", "-maxrate", "7500k"])
-        .args(["-bufsize", "2M", "-g", "50", "-keyint_min", "50"])
-        .args(["-sc_threshold", "0", "-x264-params", "nal-hrd=cbr"])
-        .args(["-c:a", "aac", "-b:a", "128k"])
-        .args(["-f", "mpegts", "-muxrate", "8000k"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ffmpeg (is it installed?)");
-    assert!(
-        status.success(),
-        "ffmpeg failed to make the input: {status}"
-    );
-    eprintln!(
-        "input: {} made in {:.1} s",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    encode_cbr_8m(&path);
     path
 }
 
@@ -715,69 +638,6 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
     })
 }
 
-/// `/proc/PID/stat` as (comm, the fields after it, starting at `state`).
-fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let fields = stat[close + 1..].split_whitespace().collect();
-    Some((&stat[open + 1..close], fields))
-}
-
-/// user + nice + system time of all CPUs (`/proc/stat`), in clock ticks;
-/// interrupt time is left out, as it is from processes' utime and stime.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    line.split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum()
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, fields) = split_stat(&stat)?;
-    // Fields 14 and 15 of proc(5); `fields[0]` is field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(ticks > 0, "sysconf(_SC_CLK_TCK)");
-    ticks as f64
-}
-
-/// Resident memory of a process, and the part of it that is shared memory
-/// (ringcast's rings are memfds, so they count there).
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss_mib: f64,
-    shmem_mib: f64,
-}
-
-fn memory_mib(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field_mib = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0.0, |kib| kib as f64 / 1024.0)
-    };
-    Memory {
-        rss_mib: field_mib("VmRSS:"),
-        shmem_mib: field_mib("RssShmem:"),
-    }
-}
-
 /// Sends the input in a loop as datagrams to `dest`: paced at `rate_bps`,
 /// or as fast as the socket takes them when `None`. Stops on drop.
 struct UdpSender {
@@ -1171,14 +1031,6 @@ fn print_target(rows: &[Row]) {
         );
     }
     println!();
-}
-
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn print_binary_size(bin: &Path, scratch: &Path) {

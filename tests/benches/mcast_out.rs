@@ -54,10 +54,14 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringcast_tests::bench::{
+    build_release, clock_ticks_per_s, cpu_ticks, encode_cbr_8m, env_list, env_or, load_average,
+    machine_busy_ticks, memory_mib, Memory, Scratch,
+};
 use ringcast_tests::daemon::{find_channel, json_u64, signal};
 use ringcast_tests::netns::enter_current_thread;
 use ringcast_tests::ts::{packets, pcr_bitrate_bps, pid};
-use ringcast_tests::{ringcast_bin, workspace_root, Daemon, DaemonOptions, Netns};
+use ringcast_tests::{ringcast_bin, Daemon, DaemonOptions, Netns};
 
 /// The destination port of every group.
 const PORT: u16 = 5004;
@@ -99,7 +103,7 @@ fn main() {
         "{} not found: run `cargo build --release -p ringcast` first",
         bin.display()
     );
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("mcast");
     let input = make_input(scratch.path());
     // Declared after the scratch dir and before every sender: dropped after
     // them (senders first, then the namespace), also when a panic unwinds.
@@ -131,19 +135,6 @@ fn main() {
     if failures > 0 {
         std::process::exit(1);
     }
-}
-
-/// `cargo build --release -p ringcast`, so the bench never measures a stale
-/// binary (skipped when `RINGCAST_BIN` names one).
-fn build_release() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "ringcast"])
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release -p ringcast failed");
 }
 
 /// What to run, from the environment.
@@ -196,17 +187,6 @@ impl Settings {
     }
 }
 
-fn env_or(name: &str, default: String) -> String {
-    std::env::var(name).unwrap_or(default)
-}
-
-fn env_list<T>(name: &str, default: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
-    env_or(name, default.to_string())
-        .split(',')
-        .map(|item| parse(item.trim()).unwrap_or_else(|| panic!("{name}: bad item {item:?}")))
-        .collect()
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum SenderKind {
     Ringcast,
@@ -249,30 +229,6 @@ fn group(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(239, 20, 0, u8::try_from(n).expect("at most 255 channels"))
 }
 
-/// A temp dir for the input file and the ffmpeg logs, removed on drop.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let path = std::env::temp_dir().join(format!("ringcast-mcast-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Scratch { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
 /// The input file and what the bench learns from it.
 struct Input {
     path: PathBuf,
@@ -285,40 +241,7 @@ struct Input {
 /// 8 Mbit/s MPEG-TS, the fan-out bench's input.
 fn make_input(dir: &Path) -> Input {
     let path = dir.join("input.ts");
-    let started = Instant::now();
-    let mut child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", "20", "-map", "0:v", "-map", "1:a"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-b:v", "7500k", "-minrate", "7500k", "-maxrate", "7500k"])
-        .args(["-bufsize", "2M", "-g", "50", "-keyint_min", "50"])
-        .args(["-sc_threshold", "0", "-x264-params", "nal-hrd=cbr"])
-        .args(["-c:a", "aac", "-b:a", "128k"])
-        .args(["-f", "mpegts", "-muxrate", "8000k"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("run ffmpeg (is it installed?)");
-    let status = wait_bounded(&mut child, Duration::from_secs(120))
-        .expect("ffmpeg took over 120 s to make the input; killed");
-    assert!(
-        status.success(),
-        "ffmpeg failed to make the input: {status}"
-    );
-    eprintln!(
-        "input: {} made in {:.1} s",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    encode_cbr_8m(&path);
     let data = std::fs::read(&path).expect("read input");
     let rate_bps = pcr_bitrate_bps(&data).expect("input has a PCR bit rate");
     let total = packets(&data).count();
@@ -1278,19 +1201,6 @@ fn print_verdict(rows: &[Row]) -> usize {
     failures
 }
 
-/// user + nice + system time of all CPUs (`/proc/stat`), in clock ticks.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    line.split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum()
-}
-
 /// Time on the CPU of every thread of a process, in nanoseconds (the first
 /// field of `/proc/PID/task/TID/schedstat`; threads that exited are not
 /// counted; the senders start their threads at start-up, not in a window).
@@ -1305,59 +1215,6 @@ fn sched_ns(pid: u32) -> Option<u64> {
             })
             .sum(),
     )
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); `fields[0]` is field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(ticks > 0, "sysconf(_SC_CLK_TCK)");
-    ticks as f64
-}
-
-/// Resident memory of a process, the part of it in shared memory
-/// (ringcast's rings are memfds), and its proportional set size (shared
-/// pages such as libraries divided among the processes that map them, so a
-/// sum over processes counts them once).
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss_mib: f64,
-    shmem_mib: f64,
-    pss_mib: f64,
-}
-
-fn memory_mib(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field_mib = |text: &str, name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0.0, |kib| kib as f64 / 1024.0)
-    };
-    Memory {
-        rss_mib: field_mib(&status, "VmRSS:"),
-        shmem_mib: field_mib(&status, "RssShmem:"),
-        pss_mib: field_mib(&rollup, "Pss:"),
-    }
-}
-
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn print_header(settings: &Settings, input: &Input, netns: &Netns) {

@@ -46,6 +46,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ringcast_tests::bench::{
+    build_release, clock_ticks_per_s, load_average, machine_busy_ticks, Scratch,
+};
 use ringcast_tests::daemon::{find_channel, json_u64};
 use ringcast_tests::ts::{find_psi, packets, pcr_bitrate_bps, pid, random_access, PACKET, SYNC};
 use ringcast_tests::{ringcast_bin, wait_for, workspace_root, Daemon};
@@ -90,7 +93,7 @@ fn main() {
         bin.display()
     );
     check_instant_start_option(&bin);
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("zap");
     let input = make_input(scratch.path());
     print_header(&settings, &input);
     let relays = Relays::start(&input);
@@ -118,19 +121,6 @@ fn main() {
     if failures > 0 {
         std::process::exit(1);
     }
-}
-
-/// `cargo build --release -p ringcast`, so the bench never measures a stale
-/// binary (skipped when `RINGCAST_BIN` names one).
-fn build_release() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "ringcast"])
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release -p ringcast failed");
 }
 
 /// The comparison needs `--instant-start on|off`; an older binary cannot run
@@ -179,30 +169,6 @@ impl Settings {
             "ZAP_TRIALS is 1 to 200 and ZAP_DEFAULT_PROBE_TRIALS at most 50"
         );
         settings
-    }
-}
-
-/// A temp dir for the input file and ffmpeg's outputs, removed on drop.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let path = std::env::temp_dir().join(format!("ringcast-zap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Scratch { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -930,20 +896,6 @@ impl CpuSnapshot {
     }
 }
 
-/// user + nice + system time of all CPUs (`/proc/stat`), in clock ticks.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .find(|l| l.starts_with("cpu "))
-        .map_or(0, |line| {
-            line.split_whitespace()
-                .skip(1)
-                .take(3)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum()
-        })
-}
-
 /// Fields 14 to 17 of `/proc/PID/stat` (utime, stime, cutime, cstime).
 fn stat_times(pid: &str) -> Option<[u64; 4]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -961,13 +913,6 @@ fn own_ticks() -> u64 {
 /// utime + stime of a process (all its threads).
 fn cpu_ticks(pid: u32) -> Option<u64> {
     stat_times(&pid.to_string()).map(|t| t[0] + t[1])
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(ticks > 0, "sysconf(_SC_CLK_TCK)");
-    ticks as f64
 }
 
 /// The commit the daemon was built from, and whether firmware/ or hal/ had
@@ -999,14 +944,6 @@ fn source_revision() -> String {
     } else {
         format!("{} built at commit {commit}", bin.display())
     }
-}
-
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// splitmix64: a small seeded generator, so a run can be repeated.

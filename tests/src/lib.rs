@@ -21,6 +21,7 @@
 //!   (SSDP, DLNA, multicast output) tests, and an SSDP listener.
 //! - [`pyenv`]: the Python venv tools (upnp-client, prometheus-client).
 
+pub mod bench;
 pub mod check;
 pub mod daemon;
 pub mod http;
